@@ -1,0 +1,27 @@
+"""Compression models, one module per architecture, selected by name.
+
+`config.model.name = "hyperprior"` imports `nlq_jax.models.hyperprior`; every such module
+exports `Model` (a Flax Linen module), `get_default_sizes(quality)`, `build_tables(model,
+params)`, and `compress`/`decompress` (the bitstream path, see `nlq_jax.models.base`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import flax.linen as nn
+
+MODELS = ("factorized", "hyperprior", "mean_scale")
+
+
+def get_module(name: str) -> ModuleType:
+    """The module that implements model `name`."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    return importlib.import_module(f"nlq_jax.models.{name}")
+
+
+def get_model(name: str, **kwargs) -> nn.Module:
+    """Builds model `name` with keyword arguments (the config's `model` dict minus `name`)."""
+    return get_module(name).Model(**kwargs)

@@ -1,0 +1,217 @@
+"""Compress and decompress images with a trained (or exported) model: the Python API.
+
+```python
+from nlq_jax.codec.api import Codec
+codec = Codec.load("runs/hyperprior-q3/export")
+data = codec.compress(pixels)          # uint8 H×W×3 → the whole .nlq file
+pixels_hat = codec.decompress(data)    # → uint8 H×W×3
+```
+Any image size works: the image is padded (edge-replicated) on the bottom and right to a
+multiple of the model's stride, and the reconstruction is cropped back. The bytes of an image
+depend only on the image and the model (not on the batch it came in, nor on jit); a file made
+with other weights is refused (the header carries a hash of weights and tables).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from nlq_jax import checkpoint, models
+from nlq_jax.codec import container
+from nlq_jax.errors import CheckpointError, FormatError, ImageError, ModelMismatchError
+from nlq_jax.models.base import Runner
+
+# Largest image the codec accepts (both ways): its synthesis transform holds N float32 feature
+# maps at full resolution, ~8.6 GB for 16.7 MP at N = 128.
+MAX_PIXELS = 1 << 24
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int) -> np.ndarray:
+    """Edge-pads [B, H, W, C] on the bottom/right so H and W are multiples of `multiple`."""
+    h, w = x.shape[1:3]
+    ph, pw = -h % multiple, -w % multiple
+    if ph == 0 and pw == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+
+
+def to_model_input(pixels: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] or [B, H, W, 3] → float32 [B, H, W, 3] in [0, 1]."""
+    x = np.asarray(pixels)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
+        raise ImageError(
+            f"expected uint8 images [H, W, 3] or [B, H, W, 3], got {x.dtype} {x.shape}"
+        )
+    return x.astype(np.float32) / 255.0
+
+
+def to_pixels(x: np.ndarray) -> np.ndarray:
+    """float [..., 3] in [0, 1] → uint8, rounded half to even after clipping."""
+    return np.round(np.clip(np.asarray(x, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+class Codec:
+    """A model bound to its weights and coding tables, ready to code images."""
+
+    def __init__(
+        self,
+        model_name: str,
+        model_kwargs: dict,
+        params: dict,
+        tables: dict | None = None,
+        *,
+        label: str | None = None,
+        jit: bool = True,
+    ):
+        self.model_name = model_name
+        self.model_kwargs = dict(model_kwargs)
+        self.module = models.get_module(model_name)
+        self.model = self.module.Model(**self.model_kwargs)
+        self.params = params
+        self.tables = self.module.build_tables(self.model, params) if tables is None else tables
+        self.name = label or model_name
+        self.hash = checkpoint.model_hash(params, self.tables)
+        self.runner = Runner(self.model, {"params": params}, self.tables, jit=jit)
+        self._forward = None
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, *, jit: bool = True) -> Codec:
+        """Loads an export directory (see `nlq_jax.checkpoint`)."""
+        meta, params, tables = checkpoint.load(directory)
+        codec = cls(meta["model"], meta["kwargs"], params, tables, label=meta.get("label"), jit=jit)
+        remember(codec.hash, directory)
+        return codec
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Exports weights and tables so that `Codec.load` (and `nlq compress`) can use them."""
+        path = checkpoint.export(
+            directory,
+            self.model_name,
+            self.model_kwargs,
+            self.params,
+            self.tables,
+            label=self.name,
+        )
+        remember(self.hash, path)
+        return path
+
+    # Encoding.
+    def compress(self, pixels: np.ndarray, channels: int = 3) -> bytes:
+        """One uint8 image [H, W, 3] → the .nlq file's bytes.
+
+        Args:
+          pixels: the image.
+          channels: 1 to have the file decode to greyscale (for greyscale sources), else 3.
+        """
+        return self.compress_batch(np.asarray(pixels)[None], channels)[0]
+
+    def compress_batch(self, pixels: np.ndarray, channels: int = 3) -> list[bytes]:
+        """A batch of same-sized uint8 images [B, H, W, 3] → one .nlq file each.
+
+        The analysis transforms run on the whole batch; the result is the same bytes as
+        compressing each image on its own (tested).
+        """
+        x = to_model_input(pixels)
+        b, h, w, _ = x.shape
+        if h * w > MAX_PIXELS:
+            raise ImageError(f"image of {w}×{h} exceeds the codec's limit of {MAX_PIXELS} pixels")
+        xp = pad_to_multiple(x, self.model.stride)
+        header = container.Header(self.model_name, self.hash, h, w, channels)
+        return [
+            container.pack(header, streams) for streams in self.module.compress(self.runner, xp)
+        ]
+
+    # Decoding.
+    def decode_header(self, data: bytes) -> tuple[container.Header, list[bytes]]:
+        """Parses and checks a file against this model; FormatError / ModelMismatchError."""
+        header, streams = container.unpack(data, max_pixels=MAX_PIXELS)
+        if header.model_name != self.model_name or header.model_hash != self.hash:
+            raise ModelMismatchError(
+                f"the file was made by model {header.model_name!r} with weights "
+                f"{header.model_hash.hex()}, not by this {self.model_name!r} "
+                f"({self.hash.hex()})"
+            )
+        return header, streams
+
+    def decompress_float(self, data: bytes) -> tuple[container.Header, np.ndarray]:
+        """The file's reconstruction as float [H, W, 3], unclipped (for exactness tests)."""
+        header, streams = self.decode_header(data)
+        h, w = header.height, header.width
+        s = self.model.stride
+        hp, wp = h + (-h % s), w + (-w % s)
+        x_hat = self.module.decompress(self.runner, streams, hp, wp)
+        return header, x_hat[0, :h, :w]
+
+    def decompress(self, data: bytes) -> np.ndarray:
+        """A .nlq file's bytes → uint8 [H, W, 3] (a greyscale file repeats its one channel)."""
+        header, x_hat = self.decompress_float(data)
+        pixels = to_pixels(x_hat)
+        if header.channels == 1:
+            grey = np.round(pixels.astype(np.float32).mean(axis=-1)).astype(np.uint8)
+            pixels = np.repeat(grey[..., None], 3, axis=-1)
+        return pixels
+
+    # The model's own view, for measurements.
+    def forward(self, pixels: np.ndarray) -> dict:
+        """Eval-mode forward on padded images, cropped back: {"x_hat", "bits"} as numpy."""
+        x = to_model_input(pixels)
+        h, w = x.shape[1:3]
+        if self._forward is None:
+            model = self.model
+
+            def forward(variables, x):
+                return model.apply(variables, x, training=False)
+
+            self._forward = jax.jit(forward) if self.runner.jit else forward
+        out = self._forward({"params": self.params}, pad_to_multiple(x, self.model.stride))
+        out = jax.tree_util.tree_map(np.asarray, out)
+        return {"x_hat": out["x_hat"][:, :h, :w], "bits": out["bits"]}
+
+
+# A small index from model hash to export directory, so `nlq decompress` finds the model that
+# wrote a file without being told (`--checkpoint` still wins).
+def _index_path() -> Path:
+    home = os.environ.get("NLQ_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "nlq_jax"
+    )
+    return Path(home) / "models.json"
+
+
+def remember(model_hash: bytes, directory: str | os.PathLike) -> None:
+    """Records that `directory` holds the model with `model_hash` (best effort)."""
+    path = _index_path()
+    try:
+        index = json.loads(path.read_text()) if path.exists() else {}
+        index[model_hash.hex()] = str(Path(directory).absolute())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(index, indent=1))
+        tmp.replace(path)
+    except (OSError, ValueError):
+        pass  # the index is a convenience; never fail a compression because of it
+
+
+def find_checkpoint(data: bytes) -> Path:
+    """The export directory that wrote a .nlq file, from the local index."""
+    header, _ = container.unpack(data, max_pixels=MAX_PIXELS)
+    try:
+        index = json.loads(_index_path().read_text())
+    except (OSError, ValueError):
+        index = {}
+    found = index.get(header.model_hash.hex())
+    if found is None or not Path(found).is_dir():
+        raise CheckpointError(
+            f"the file was made by model {header.model_name!r} ({header.model_hash.hex()}), "
+            "which is not known here; pass --checkpoint DIR"
+        )
+    return Path(found)
+
+
+__all__ = ["Codec", "FormatError", "MAX_PIXELS", "find_checkpoint", "pad_to_multiple"]

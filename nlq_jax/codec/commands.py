@@ -1,0 +1,117 @@
+"""`nlq compress`, `nlq decompress` and `nlq init` (see `nlq_jax.cli`).
+
+```
+nlq init --model hyperprior --quality 3 --out models/hp3      # untrained weights, for trying
+nlq compress photo.png photo.nlq --checkpoint models/hp3
+nlq decompress photo.nlq photo.png                           # finds the model by its hash
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from nlq_jax.errors import NLQError
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """Adds the arguments of `command` to its parser."""
+    if command == "compress":
+        parser.add_argument("input", help="image file (PNG, JPEG, ...)")
+        parser.add_argument("output", help="the .nlq file to write")
+        parser.add_argument("--checkpoint", required=True, help="export directory of the model")
+    elif command == "decompress":
+        parser.add_argument("input", help=".nlq file")
+        parser.add_argument("output", help="image to write (.png)")
+        parser.add_argument(
+            "--checkpoint", help="export directory of the model (default: the one that wrote it)"
+        )
+    elif command == "init":
+        parser.add_argument("--model", required=True, help="factorized | hyperprior | mean_scale")
+        parser.add_argument("--quality", type=int, default=3, help="CompressAI quality 1..8")
+        parser.add_argument("--seed", type=int, default=0, help="initialization seed")
+        parser.add_argument("--out", required=True, help="export directory to write")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the command; errors a user can cause are raised as NLQError."""
+    return {"compress": _compress, "decompress": _decompress, "init": _init}[args.command](args)
+
+
+def _say(args, message: str) -> None:
+    if not args.quiet:
+        print(message, file=sys.stderr)
+
+
+def _compress(args) -> int:
+    from nlq_jax.codec.api import Codec
+    from nlq_jax.codec.image_io import load_image
+
+    image = load_image(args.input)
+    for note in image.notes:
+        _say(args, f"note: {note}")
+    codec = Codec.load(args.checkpoint)
+    start = time.perf_counter()
+    data = codec.compress(image.pixels, channels=image.channels)
+    seconds = time.perf_counter() - start
+    _write(args.output, data)
+    h, w = image.pixels.shape[:2]
+    _say(
+        args,
+        f"{args.output}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp, {seconds:.2f} s",
+    )
+    return 0
+
+
+def _decompress(args) -> int:
+    from nlq_jax.codec import container
+    from nlq_jax.codec.api import Codec, find_checkpoint
+    from nlq_jax.codec.image_io import save_image
+
+    data = container.read_file(args.input)
+    checkpoint = args.checkpoint or find_checkpoint(data)
+    codec = Codec.load(checkpoint)
+    start = time.perf_counter()
+    header, _ = codec.decode_header(data)
+    pixels = codec.decompress(data)
+    seconds = time.perf_counter() - start
+    save_image(args.output, pixels, channels=header.channels)
+    _say(args, f"{args.output}: {header.width}×{header.height}, {seconds:.2f} s")
+    return 0
+
+
+def _init(args) -> int:
+    import jax
+    import numpy as np
+
+    from nlq_jax import models
+    from nlq_jax.codec.api import Codec
+
+    try:
+        module = models.get_module(args.model)
+        kwargs = module.get_default_sizes(args.quality)
+    except ValueError as e:
+        raise NLQError(str(e)) from None
+    model = module.Model(**kwargs)
+    x = np.zeros((1, model.stride, model.stride, 3), np.float32)
+    rngs = {"params": jax.random.PRNGKey(args.seed), "noise": jax.random.PRNGKey(0)}
+    params = model.init(rngs, x, training=True)["params"]
+    label = f"{args.model}-q{args.quality}-untrained"
+    path = Codec(args.model, kwargs, params, label=label).save(args.out)
+    _say(args, f"{path}: untrained {args.model} (quality {args.quality}, {kwargs})")
+    return 0
+
+
+def _write(path: str, data: bytes) -> None:
+    out = Path(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(out)  # never leave a half-written file under the final name
+    except OSError as e:
+        raise NLQError(f"cannot write {path}: {e.strerror}") from None

@@ -1,0 +1,88 @@
+"""Gaussian conditional entropy model: each element has its own predicted scale (and mean).
+
+Ballé et al. 2018 ("Variational image compression with a scale hyperprior", sec. 3) model
+ŷ ~ N(0, σ²) ∗ U(−½, ½) with σ predicted by the hyper-synthesis; Minnen, Ballé, Toderici 2018
+("Joint autoregressive and hierarchical priors for learned image compression", sec. 3) add a
+predicted mean μ and quantize around it: ŷ = round(y − μ) + μ.
+
+For coding, σ is snapped to a fixed table of scales (64, log-spaced from 0.11 to 256) by
+comparing with the geometric midpoints between table entries, so each element gets an integer
+table index; the tables themselves do not depend on any parameter.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nlq_jax.entropy.tables import CodingTables, gaussian_tables
+from nlq_jax.ops import lower_bound, std_normal_cdf
+from nlq_jax.quantizers.scalar import quantize
+
+SCALE_MIN, SCALE_MAX, NUM_SCALES = 0.11, 256.0, 64
+LIKELIHOOD_BOUND = 1e-9
+
+
+def scale_table(lo: float = SCALE_MIN, hi: float = SCALE_MAX, num: int = NUM_SCALES) -> np.ndarray:
+    """The fixed table of scales, float32 [num], log-spaced."""
+    return np.exp(np.linspace(np.log(lo), np.log(hi), num)).astype(np.float32)
+
+
+def scale_indexes(scales: jax.Array, table: np.ndarray | None = None) -> jax.Array:
+    """int32 table index of each scale: the nearest table entry in log-space.
+
+    Decided by comparisons with the (float32 constant) geometric midpoints, the same integers
+    on the encoder and the decoder for the same input.
+    """
+    table = scale_table() if table is None else table
+    bounds = jnp.asarray(np.sqrt(table[:-1].astype(np.float64) * table[1:]), jnp.float32)
+    return jnp.sum(scales[..., None] > bounds, axis=-1).astype(jnp.int32)
+
+
+def build_tables(table: np.ndarray | None = None) -> CodingTables:
+    """Integer tables of the Gaussian conditional, one per table scale."""
+    return gaussian_tables(scale_table() if table is None else table)
+
+
+def gaussian_likelihood(values: jax.Array, scales: jax.Array) -> jax.Array:
+    """P(bin of width 1 centred at `values`) under N(0, scales²), symmetric-tail form."""
+    values = jnp.abs(values)
+    upper = std_normal_cdf((0.5 - values) / scales)
+    lower = std_normal_cdf((-0.5 - values) / scales)
+    return upper - lower
+
+
+class GaussianConditional(nn.Module):
+    """`(y_hat, bits) = m(y, scales, means, training=...)`; no parameters of its own.
+
+    Attributes:
+      scale_bound: lower bound on σ (the smallest table scale), for the rate and the tables.
+    """
+
+    scale_bound: float = SCALE_MIN
+
+    @nn.compact
+    def __call__(
+        self,
+        y: jax.Array,
+        scales: jax.Array,
+        means: jax.Array | None = None,
+        *,
+        training: bool,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Quantizes y and returns (y_hat, bits per example).
+
+        Training: y + U(−½, ½) (an upper bound on the rate). Eval: round(y − μ) + μ and its
+        Shannon information under the (unsnapped) predicted σ.
+        """
+        means = jnp.zeros_like(y) if means is None else means
+        if training:
+            y_hat = quantize(y, "noise", rng=self.make_rng("noise"))
+        else:
+            y_hat = quantize(y, "round", offset=means)
+        scales = lower_bound(scales, self.scale_bound)
+        p = lower_bound(gaussian_likelihood(y_hat - means, scales), LIKELIHOOD_BOUND)
+        bits = -jnp.log2(p).reshape(y.shape[0], -1).sum(axis=-1)
+        return y_hat, bits

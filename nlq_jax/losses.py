@@ -1,0 +1,60 @@
+"""Rate-distortion objective: loss = λ·255²·D(x, x̂) + bpp (CompressAI's convention).
+
+Images are float in [0, 1]. `bits` is a dict of per-example bit counts (one entry per latent),
+as returned by every model's forward; bpp divides their sum by the number of pixels.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def bits_per_pixel(bits: dict[str, jax.Array], num_pixels: int) -> jax.Array:
+    """Per-example bpp: total bits over all latents, divided by H·W."""
+    return sum(jnp.asarray(b, jnp.float32) for b in bits.values()) / num_pixels
+
+
+def mse(x: jax.Array, x_hat: jax.Array) -> jax.Array:
+    """Per-example mean squared error over pixels and channels."""
+    return jnp.mean(jnp.square(x - x_hat), axis=tuple(range(1, x.ndim)))
+
+
+def rate_distortion_loss(
+    x: jax.Array,
+    outputs: dict,
+    lmbda: float,
+    distortion: str = "mse",
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The training objective, averaged over the batch.
+
+    Args:
+      x: images, float [B, H, W, C] in [0, 1].
+      outputs: a model's forward output, with "x_hat" and "bits".
+      lmbda: the rate-distortion trade-off λ (CompressAI's ladder: 0.0018 ... 0.18).
+      distortion: "mse" (λ·255²·MSE) or "ms-ssim" (λ·(1 − MS-SSIM), as CompressAI scales it).
+
+    Returns:
+      (loss, metrics) where metrics holds batch means of loss, bpp, mse, psnr (and ms_ssim).
+    """
+    num_pixels = x.shape[1] * x.shape[2]
+    bpp = bits_per_pixel(outputs["bits"], num_pixels)
+    err = mse(x, outputs["x_hat"])
+    metrics = {
+        "bpp": jnp.mean(bpp),
+        "mse": jnp.mean(err),
+        "psnr": jnp.mean(-10.0 * jnp.log10(jnp.maximum(err, 1e-10))),
+    }
+    if distortion == "mse":
+        d = 255.0**2 * err
+    elif distortion == "ms-ssim":
+        from nlq_jax.metrics import ms_ssim
+
+        s = ms_ssim.ms_ssim(x, outputs["x_hat"], max_val=1.0)
+        metrics["ms_ssim"] = jnp.mean(s)
+        d = 1.0 - s
+    else:
+        raise ValueError(f"unknown distortion {distortion!r}; use 'mse' or 'ms-ssim'")
+    loss = jnp.mean(lmbda * d + bpp)
+    metrics["loss"] = loss
+    return loss, metrics
