@@ -69,10 +69,11 @@ def _compress(args) -> int:
 
 def _decompress(args) -> int:
     from nlq_jax.codec import container
-    from nlq_jax.codec.api import Codec, find_checkpoint
+    from nlq_jax.codec.api import MAX_PIXELS, Codec, find_checkpoint
     from nlq_jax.codec.image_io import save_image
 
     data = container.read_file(args.input)
+    container.unpack(data, max_pixels=MAX_PIXELS)  # a bad file fails before a model loads
     checkpoint = args.checkpoint or find_checkpoint(data)
     codec = Codec.load(checkpoint)
     start = time.perf_counter()

@@ -51,7 +51,9 @@ class TableCoder:
     def _groups(self, indexes: np.ndarray):
         """Yields (table, positions) in coding order; positions index the flat arrays."""
         flat = np.asarray(indexes, np.int64).reshape(-1)
-        if flat.size and (flat.min() < 0 or flat.max() >= self.tables.num_tables):
+        if flat.size == 0:
+            return
+        if flat.min() < 0 or flat.max() >= self.tables.num_tables:
             raise ValueError("table index out of range")
         order = np.argsort(flat, kind="stable")
         sorted_idx = flat[order]

@@ -100,21 +100,14 @@ def quantize_pmf(pmf: np.ndarray, lengths: np.ndarray, precision: int = PRECISIO
         escape = max(0.0, 1.0 - p.sum())
         p = np.append(p, escape)
         p = p / p.sum() if p.sum() > 0 else np.full(n, 1.0 / n)
-        counts = np.maximum(1, np.floor(p * total)).astype(np.int64)
-        diff = total - counts.sum()
-        # Hand the rounding remainder to (or take it from) the most probable bins, which
-        # changes their probability the least in relative terms.
-        order = np.argsort(-counts, kind="stable")
-        i = 0
-        while diff != 0:
-            j = order[i % n]
-            if diff > 0:
-                step = diff
-            else:
-                step = -min(-diff, counts[j] - 1)
-            counts[j] += step
-            diff -= step
-            i += 1
+        # Largest-remainder rounding over the mass left after one count per bin: every bin
+        # gets at least 1 and is within 2 counts of its share, and the sum is exact.
+        free = total - n
+        share = p * free
+        counts = 1 + np.floor(share).astype(np.int64)
+        short = total - int(counts.sum())
+        if short > 0:
+            counts[np.argsort(-(share - np.floor(share)), kind="stable")[:short]] += 1
         cdf[t, 0] = 0
         cdf[t, 1 : n + 1] = np.cumsum(counts)
     return cdf.astype(np.int32)

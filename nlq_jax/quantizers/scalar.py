@@ -55,5 +55,6 @@ def quantize(
     if mode == "round":
         return rounded
     if mode == "ste":
-        return x + jax.lax.stop_gradient(rounded - x)
+        # Exactly the rounded value forward, the identity backward.
+        return rounded + (x - jax.lax.stop_gradient(x))
     raise ValueError(f"unknown quantization mode {mode!r}; expected one of {MODES}")
