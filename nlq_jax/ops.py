@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def lower_bound(x: jax.Array, bound: float) -> jax.Array:
-    """max(x, bound), whose gradient still flows where it would push x back up.
+@jax.custom_vjp
+def lower_bound(x: jax.Array, bound: jax.Array | float) -> jax.Array:
+    """``max(x, bound)`` whose gradient still flows where it would lift ``x`` above the bound.
 
-    A plain maximum has zero gradient below the bound, so a parameter or likelihood that falls
-    under it could never recover. As tensorflow-compression's `lower_bound` (Ballé et al. 2018,
-    "Variational image compression with a scale hyperprior", sec. 6.1), the gradient passes
-    where x >= bound or where gradient descent would increase x (a negative cotangent).
+    A plain ``max`` has zero gradient below the bound, so a parameter pushed below it could
+    never recover. Here the gradient passes where ``x >= bound`` or where a descent step
+    increases ``x`` (negative incoming gradient), as in tensorflow-compression and CompressAI's
+    ``LowerBound``.
+
+    Args:
+      x: values to bound.
+      bound: the lower bound (a scalar or broadcastable to ``x``).
+
+    Returns:
+      ``max(x, bound)``.
     """
     return jnp.maximum(x, bound)
 
 
 def _lower_bound_fwd(x, bound):
-    return jnp.maximum(x, bound), x
+    return jnp.maximum(x, bound), (x, bound)
 
 
-def _lower_bound_bwd(bound, x, g):
-    return (jnp.where((x >= bound) | (g < 0), g, jnp.zeros_like(g)),)
+def _lower_bound_bwd(residuals, g):
+    x, bound = residuals
+    pass_through = (x >= bound) | (g < 0)
+    return jnp.where(pass_through, g, jnp.zeros_like(g)), jnp.zeros_like(jnp.asarray(bound))
 
 
 lower_bound.defvjp(_lower_bound_fwd, _lower_bound_bwd)
