@@ -84,7 +84,8 @@ def export(
         "label": label or model_name,
         "hash": model_hash(params, tables).hex(),
     }
-    (directory / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if jax.process_index() == 0:
+        (directory / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return directory
 
 

@@ -1,0 +1,46 @@
+"""Entry point of training: flags, then `train.train_and_evaluate(config, workdir)`.
+
+    python -m nlq_jax.main --config=configs/hyperprior.py:quality=3 --workdir=runs/hp3 \
+        --config.lmbda=0.0067
+    nlq train --config=configs/quickstart.py --workdir=runs/quickstart     # the same
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "training config file", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and the export")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _main(argv) -> None:
+    del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # keep Orbax's INFO lines out of the way
+    from nlq_jax import train
+    from nlq_jax.errors import NLQError
+
+    try:
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except NLQError as e:
+        print(f"nlq train: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """`nlq train` passes its arguments on to absl (--config, --workdir, --config.X=...)."""
+    parser.add_argument("flags", nargs=argparse.REMAINDER, help="--config=... --workdir=...")
+
+
+def run(args: argparse.Namespace) -> int:
+    app.run(_main, argv=["nlq train", *args.flags])
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(_main)

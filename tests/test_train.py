@@ -1,0 +1,170 @@
+"""The trainer: compiled once, device-count invariant, multi-host, resumable, NaN-safe."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from nlq_jax import train
+from nlq_jax.config_base import MSE_LAMBDAS, model_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "hyperprior.py") + ":runlocal"
+FAST = ["--config.eval.source=", "--config.log_every=1", "--config.image_every=0"]
+
+
+def _run(workdir, *flags, devices=1, env=None, wait=True, timeout=600):
+    cmd = [sys.executable, "-m", "nlq_jax.main", f"--config={CONFIG}", f"--workdir={workdir}"]
+    full_env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    full_env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        [*cmd, *FAST, *flags], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=ROOT,
+    )  # fmt: skip
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def _losses(workdir) -> dict[int, float]:
+    """step → loss, the last logged value of each step (a resumed run logs some steps twice)."""
+    out = {}
+    for line in Path(workdir, "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec:
+            out[rec["step"]] = rec["loss"]
+    return out
+
+
+def _steps_logged(log: Path) -> list[int]:
+    steps = []
+    for line in log.read_text().splitlines():
+        try:
+            steps.append(json.loads(line)["step"])
+        except ValueError:
+            pass  # a line still being written
+    return steps
+
+
+def test_configs_are_locked_and_follow_the_lambda_ladder():
+    for q in range(1, 9):
+        c = model_config("hyperprior", f"quality={q}")
+        assert c.lmbda == MSE_LAMBDAS[q - 1]
+    with pytest.raises(AttributeError):
+        c.lmda = 0.1  # a typo is an error, not a new field
+    with pytest.raises(ValueError, match="unknown config variant"):
+        model_config("hyperprior", "qualty=3")
+
+
+def test_step_compiles_once_and_learns():
+    config = model_config("hyperprior", "runlocal")
+    with config.unlocked():
+        config.optimizer.learning_rate = 1e-3
+    trainer = train.Trainer(config, "/tmp/unused")
+    state = trainer.init_state()
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(4, 64, 64, 3)).astype(np.float32)
+    x = (x + np.roll(x, 1, axis=1) + np.roll(x, 1, axis=2)) / 3  # a little structure
+    losses = []
+    for _ in range(30):
+        batch = {"image": x + rng.normal(0, 0.01, x.shape).astype(np.float32)}
+        state, metrics = trainer.train_step(state, batch, jax.random.PRNGKey(0))
+        losses.append(float(metrics["loss"]))
+    assert trainer.trace_count == 1
+    assert int(state.step) == 30
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+@pytest.mark.slow
+def test_eight_devices_give_the_losses_of_one(tmp_path):
+    flags = ["--config.num_steps=3", "--config.data.batch_size=8"]
+    results = {}
+    for devices in (1, 8):
+        rc, _, err = _run(tmp_path / f"d{devices}", *flags, devices=devices)
+        assert rc == 0, err
+        results[devices] = _losses(tmp_path / f"d{devices}")
+    assert sorted(results[1]) == [1, 2, 3]
+    for step, loss in results[1].items():
+        assert results[8][step] == pytest.approx(loss, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_two_processes_with_jax_distributed_train(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [
+        _run(
+            tmp_path / "run",
+            "--config.num_steps=3",
+            devices=2,
+            wait=False,
+            env={
+                "NLQ_COORDINATOR": f"127.0.0.1:{port}",
+                "NLQ_NUM_PROCESSES": "2",
+                "NLQ_PROCESS_ID": str(i),
+            },
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    assert sorted(_losses(tmp_path / "run")) == [1, 2, 3]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] == 3
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
+    flags = ["--config.num_steps=30", "--config.checkpoint_every=10"]
+    rc, _, err = _run(tmp_path / "ref", *flags)
+    assert rc == 0, err
+    reference = _losses(tmp_path / "ref")
+
+    proc = _run(tmp_path / "run", *flags, wait=False)
+    log = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        committed = (tmp_path / "run" / "checkpoints" / "10" / "commit_success.txt").exists()
+        if committed and log.exists() and max(_steps_logged(log), default=0) >= 15:
+            break
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert max(_losses(tmp_path / "run")) < 30  # it really was interrupted
+
+    rc, _, err = _run(tmp_path / "run", *flags)
+    assert rc == 0, err
+    assert "resumed from step" in err
+    resumed = _losses(tmp_path / "run")
+    assert sorted(resumed) == sorted(reference)
+    for step in range(11, 31):
+        assert resumed[step] == pytest.approx(reference[step], rel=1e-5), step
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path):
+    rc, _, err = _run(
+        tmp_path, "--config.num_steps=20", "--config.checkpoint_every=5",
+        "--config.debug_inject_nan_at=12",
+    )  # fmt: skip
+    assert rc == 2
+    last = err.strip().splitlines()[-1]
+    assert "step 12" in last and "Last good checkpoint: step 10" in last, err
+    assert "Traceback" not in err
+    kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert max(kept) == 10
+    assert not (tmp_path / "export").exists()
