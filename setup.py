@@ -11,37 +11,40 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["nlq_jax", "nlq_jax.*"]),
     install_requires=[
-        "jax>=0.4.30",
+        "jax>=0.4.35",
         "flax>=0.10",
-        "optax>=0.2",
-        "orbax-checkpoint>=0.6",
-        "chex>=0.1.86",
+        "optax>=0.2.3",
+        "orbax-checkpoint>=0.9",
+        "chex>=0.1.87",
         "ml-collections>=0.1.1",
+        "absl-py>=2.0",
         "numpy>=1.26",
+        "scipy>=1.11",
         "constriction>=0.4",
-        "pillow>=10.1",
+        "pillow>=11.2",
+        "grain>=0.2.6",
         "tqdm>=4.66",
+        "tensorboardX>=2.6",
+        "matplotlib>=3.8",
+        "scikit-image>=0.22",
     ],
     extras_require={
+        # Datasets: TFDS data sources (ArrayRecord; no TensorFlow needed to read them) and the
+        # scikit-learn sample photographs.
+        "data": ["tensorflow-datasets>=4.9.6", "scikit-learn>=1.3"],
+        # Preparing TFDS datasets (`tfds build`) needs TensorFlow; reading them does not.
+        "prepare": ["tensorflow-datasets>=4.9.6", "tensorflow-cpu>=2.16"],
+        # JPEG XL and HEVC-intra anchors (JPEG, WebP and AVIF come with Pillow).
+        "baselines": ["imagecodecs>=2024.1.1", "pillow-heif>=0.16"],
+        # Everything the test suite exercises.
         "test": [
             "pytest>=8",
             "hypothesis>=6",
-            "scikit-image>=0.22",
             "ruff>=0.5",
-        ],
-        "data": [
-            "grain>=0.2",
-            "tensorflow-datasets>=4.9",
-            "scikit-image>=0.22",
+            "tensorflow-datasets>=4.9.6",
             "scikit-learn>=1.3",
-            "matplotlib>=3.8",
-            "tensorboardX>=2.6",
-            "absl-py>=2",
-        ],
-        "baselines": [
-            "imagecodecs>=2024.1",
+            "imagecodecs>=2024.1.1",
             "pillow-heif>=0.16",
-            "matplotlib>=3.8",
         ],
     },
     entry_points={"console_scripts": ["nlq = nlq_jax.cli:main"]},

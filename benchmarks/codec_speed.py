@@ -82,16 +82,30 @@ def main(argv: list[str] | None = None) -> None:
     peer = {}
     if args.compressai_python:
         side = Path(__file__).with_name("compressai_side.py")
-        cmd = [args.compressai_python, str(side), "codec", "--image", args.image,
-               "--quality", str(args.quality), "--repeats", str(args.repeats),
-               "--models", *[PEERS[n] for n in names]]  # fmt: skip
+        cmd = [
+            args.compressai_python,
+            str(side),
+            "codec",
+            "--image",
+            args.image,
+            "--quality",
+            str(args.quality),
+            "--repeats",
+            str(args.repeats),
+            "--models",
+            *[PEERS[n] for n in names],
+        ]
         peer = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
     h, w = pixels.shape[:2]
-    print(f"image {args.image} ({w}×{h}), quality {args.quality}, median of {args.repeats}, "
-          f"jax {jax.__version__} on {jax.devices()[0].platform}\n")  # fmt: skip
-    print("| model | ours compress | ours decompress | first call (compile) enc / dec | "
-          "CompressAI compress | CompressAI decompress | speed-up enc / dec |")  # fmt: skip
+    print(
+        f"image {args.image} ({w}×{h}), quality {args.quality}, median of {args.repeats}, "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}\n"
+    )
+    print(
+        "| model | ours compress | ours decompress | first call (compile) enc / dec | "
+        "CompressAI compress | CompressAI decompress | speed-up enc / dec |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in names:
         r = ours(name, pixels, args.quality, args.repeats)

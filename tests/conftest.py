@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 
 # Tests see one CPU device unless a test sets its own flags in a subprocess.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for the session, shared with the subprocesses the tests
+# start (trainer runs, CLI calls), which compile the same functions again.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="nlq-test-jax-cache-"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

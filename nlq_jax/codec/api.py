@@ -177,11 +177,16 @@ class Codec:
 
 # A small index from model hash to export directory, so `nlq decompress` finds the model that
 # wrote a file without being told (`--checkpoint` still wins).
-def _index_path() -> Path:
+def nlq_home() -> Path:
+    """Where nlq_jax keeps its small caches: $NLQ_HOME, else ~/.cache/nlq_jax."""
     home = os.environ.get("NLQ_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "nlq_jax"
     )
-    return Path(home) / "models.json"
+    return Path(home)
+
+
+def _index_path() -> Path:
+    return nlq_home() / "models.json"
 
 
 def remember(model_hash: bytes, directory: str | os.PathLike) -> None:

@@ -39,7 +39,21 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the command; errors a user can cause are raised as NLQError."""
+    enable_compilation_cache()
     return {"compress": _compress, "decompress": _decompress, "init": _init}[args.command](args)
+
+
+def enable_compilation_cache() -> None:
+    """Keeps compiled transforms between runs (under NLQ_HOME), so the second `nlq compress`
+    of a size does not compile again. JAX_COMPILATION_CACHE_DIR, if set, wins."""
+    import os
+
+    import jax
+
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        from nlq_jax.codec.api import nlq_home
+
+        jax.config.update("jax_compilation_cache_dir", str(nlq_home() / "jax_cache"))
 
 
 def _say(args, message: str) -> None:

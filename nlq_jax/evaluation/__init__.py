@@ -1,0 +1,8 @@
+"""Evaluation: the same measurement for every codec, results files, plots and grids.
+
+- `results`: the round-trip measurement (bpp from real bytes, RGB PSNR, MS-SSIM, times) and
+  CompressAI's results format.
+- `commands`: `nlq eval` over exported checkpoints.
+- `plot`, `plot_commands`: RD plots and BD-rate tables (`nlq plot`).
+- `grid`: reconstruction grids with zoomed crops (`nlq plot --grid`).
+"""

@@ -30,8 +30,6 @@ __all__ = ["GDN", "nonnegative_init", "nonnegative_value"]
 _REPARAM_OFFSET = 2.0**-18
 
 
-
-
 def nonnegative_init(value: jax.Array, reparam_offset: float = _REPARAM_OFFSET) -> jax.Array:
     """The stored parameter that :func:`nonnegative_value` reads back as ``value``.
 
