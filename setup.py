@@ -27,11 +27,11 @@ setup(
         "tensorboardX>=2.6",
         "matplotlib>=3.8",
         "scikit-image>=0.22",
+        "scikit-learn>=1.3",
     ],
     extras_require={
-        # Datasets: TFDS data sources (ArrayRecord; no TensorFlow needed to read them) and the
-        # scikit-learn sample photographs.
-        "data": ["tensorflow-datasets>=4.9.6", "scikit-learn>=1.3"],
+        # Datasets: TFDS data sources (ArrayRecord; no TensorFlow needed to read them).
+        "data": ["tensorflow-datasets>=4.9.6"],
         # Preparing TFDS datasets (`tfds build`) needs TensorFlow; reading them does not.
         "prepare": ["tensorflow-datasets>=4.9.6", "tensorflow-cpu>=2.16"],
         # JPEG XL and HEVC-intra anchors (JPEG, WebP and AVIF come with Pillow).
@@ -42,7 +42,6 @@ setup(
             "hypothesis>=6",
             "ruff>=0.5",
             "tensorflow-datasets>=4.9.6",
-            "scikit-learn>=1.3",
             "imagecodecs>=2024.1.1",
             "pillow-heif>=0.16",
         ],

@@ -73,14 +73,15 @@ class Logger:
             return
         import jax
 
-        from nlq_jax.codec.api import pad_to_multiple, to_model_input, to_pixels
+        from nlq_jax.codec.api import pad_to_multiple, to_model_input
+        from nlq_jax.codec.image_io import to_uint8
 
         _, pixels = holdout[0]
         x = pad_to_multiple(to_model_input(pixels[:512, :512]), trainer.model.stride)
         params = jax.device_get(state.params)
         out = trainer.model.apply({"params": params}, x, training=False)
         h, w = min(512, pixels.shape[0]), min(512, pixels.shape[1])
-        side = np.concatenate([pixels[:h, :w], to_pixels(np.asarray(out["x_hat"])[0, :h, :w])], 1)
+        side = np.concatenate([pixels[:h, :w], to_uint8(np.asarray(out["x_hat"])[0, :h, :w])], 1)
         self._writer.add_image("reconstruction", side, step, dataformats="HWC")
 
     def close(self) -> None:

@@ -1,21 +1,28 @@
 """Entry point of training: flags, then `train.train_and_evaluate(config, workdir)`.
 
-    python -m nlq_jax.main --config=configs/hyperprior.py:quality=3 --workdir=runs/hp3 \
+    python -m nlq_jax.main --config=configs/hyperprior.py:quality=3 --workdir=runs/hp3 \\
         --config.lmbda=0.0067
-    nlq train --config=configs/quickstart.py --workdir=runs/quickstart     # the same
+    nlq train --config=configs/quickstart.py --workdir=runs/quickstart     # the same entry
+    nlq train                  # no flags: the quickstart, into runs/quickstart
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "training config file", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and the export")
-flags.mark_flags_as_required(["config", "workdir"])
+# Without flags, `nlq train` is the quickstart (configs/ beside the package, editable install).
+_QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", _QUICKSTART, "training config file[:variant]", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", "runs/quickstart", "directory for checkpoints, logs and the export"
+)
 
 
 def _main(argv) -> None:

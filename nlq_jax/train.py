@@ -182,7 +182,7 @@ def _restore(manager, step: int, abstract_state, data_it) -> TrainState:
     return restored.state
 
 
-def make_train_iterator(config, seed_offset: int = 0):
+def make_train_iterator(config):
     """The training batches of this process (a checkpointable grain iterator)."""
     from nlq_jax.data import make_source, train_pipeline
 
@@ -194,7 +194,7 @@ def make_train_iterator(config, seed_offset: int = 0):
             source,
             crop_size=dc.crop_size,
             batch_size=per_process,
-            seed=config.seed + seed_offset,
+            seed=config.seed,
             small=dc.small,
             worker_count=dc.worker_count,
         )

@@ -90,14 +90,16 @@ def test_step_compiles_once_and_learns():
 @pytest.mark.slow
 def test_eight_devices_give_the_losses_of_one(tmp_path):
     flags = ["--config.num_steps=3", "--config.data.batch_size=8"]
+    runs = {"1": (1, []), "8": (8, []), "8-fsdp": (8, ["--config.sharding.fsdp=True"])}
     results = {}
-    for devices in (1, 8):
-        rc, _, err = _run(tmp_path / f"d{devices}", *flags, devices=devices)
+    for name, (devices, extra) in runs.items():
+        rc, _, err = _run(tmp_path / name, *flags, *extra, devices=devices)
         assert rc == 0, err
-        results[devices] = _losses(tmp_path / f"d{devices}")
-    assert sorted(results[1]) == [1, 2, 3]
-    for step, loss in results[1].items():
-        assert results[8][step] == pytest.approx(loss, rel=1e-4)
+        results[name] = _losses(tmp_path / name)
+    assert sorted(results["1"]) == [1, 2, 3]
+    for name in ("8", "8-fsdp"):
+        for step, loss in results["1"].items():
+            assert results[name][step] == pytest.approx(loss, rel=1e-4), (name, step)
 
 
 @pytest.mark.slow

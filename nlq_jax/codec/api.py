@@ -23,6 +23,7 @@ import numpy as np
 
 from nlq_jax import checkpoint, models
 from nlq_jax.codec import container
+from nlq_jax.codec.image_io import to_float, to_uint8
 from nlq_jax.errors import CheckpointError, FormatError, ImageError, ModelMismatchError
 from nlq_jax.models.base import Runner
 
@@ -49,12 +50,7 @@ def to_model_input(pixels: np.ndarray) -> np.ndarray:
         raise ImageError(
             f"expected uint8 images [H, W, 3] or [B, H, W, 3], got {x.dtype} {x.shape}"
         )
-    return x.astype(np.float32) / 255.0
-
-
-def to_pixels(x: np.ndarray) -> np.ndarray:
-    """float [..., 3] in [0, 1] → uint8, rounded half to even after clipping."""
-    return np.round(np.clip(np.asarray(x, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    return to_float(x)
 
 
 class Codec:
@@ -152,7 +148,7 @@ class Codec:
     def decompress(self, data: bytes) -> np.ndarray:
         """A .nlq file's bytes → uint8 [H, W, 3] (a greyscale file repeats its one channel)."""
         header, x_hat = self.decompress_float(data)
-        pixels = to_pixels(x_hat)
+        pixels = to_uint8(x_hat)
         if header.channels == 1:
             grey = np.round(pixels.astype(np.float32).mean(axis=-1)).astype(np.uint8)
             pixels = np.repeat(grey[..., None], 3, axis=-1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 
 # The range coder (constriction's default) works with 24-bit probabilities, so 24-bit counts
@@ -28,7 +29,8 @@ MAX_LENGTH = 1 << 14
 
 @dataclasses.dataclass(frozen=True)
 class CodingTables:
-    """T integer CDF tables, one per table index.
+    """T integer CDF tables, one per table index: an immutable pytree (arrays are its leaves,
+    `precision` is static), so it travels with parameters through jax.tree_util and Orbax.
 
     Attributes:
       cdf: int32 [T, L_max + 1]; cdf[t, 0] = 0, non-decreasing, cdf[t, length[t]] =
@@ -75,6 +77,11 @@ class CodingTables:
             offset=np.asarray(arrays["offset"]),
             precision=int(np.asarray(arrays["precision"])),
         )
+
+
+jax.tree_util.register_dataclass(
+    CodingTables, data_fields=["cdf", "length", "offset"], meta_fields=["precision"]
+)
 
 
 def quantize_pmf(pmf: np.ndarray, lengths: np.ndarray, precision: int = PRECISION) -> np.ndarray:

@@ -10,12 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def to_uint8(x: np.ndarray, max_val: float = 1.0) -> np.ndarray:
-    """Rounds a float image in [0, max_val] to 8 bits, as a saved reconstruction would be."""
-    x = np.asarray(x, np.float64) * (255.0 / max_val)
-    return np.clip(np.round(x), 0, 255).astype(np.uint8)
-
-
 def mse(original: np.ndarray, reconstruction: np.ndarray) -> float:
     """Mean squared error over every pixel and channel, in float64."""
     a = np.asarray(original, np.float64)
@@ -30,7 +24,8 @@ def psnr(original: np.ndarray, reconstruction: np.ndarray, max_val: float = 255.
 
     Args:
       original: the reference image (for RGB PSNR, uint8 HxWx3).
-      reconstruction: the decoded image, same shape; round float outputs with `to_uint8` first.
+      reconstruction: the decoded image, same shape; round float outputs with
+        `nlq_jax.codec.image_io.to_uint8` first.
       max_val: the peak value (255 for 8-bit images).
 
     Returns:
