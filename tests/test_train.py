@@ -170,3 +170,28 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path):
     kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert max(kept) == 10
     assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.slow
+def test_quickstart_writes_every_promised_file(tmp_path):
+    config = ROOT / "configs" / "quickstart.py"
+    cmd = [
+        sys.executable,
+        "-m",
+        "nlq_jax.main",
+        f"--config={config}:runlocal",
+        f"--workdir={tmp_path}",
+    ]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    files = ["export/model.json", "metrics.json", "rd.png", "reconstruction.png", "report.md"]
+    for name in [*files, "results.json", "baselines/jpeg.json", "baselines/webp.json"]:
+        assert (tmp_path / name).is_file(), name
+    assert any((tmp_path / "tb").iterdir())
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["compilations"] == 1
+    ours = metrics["report"]["ours"]
+    assert ours["bpp"] == pytest.approx(metrics["eval"]["bpp"])
+    assert "real bitstreams" in result.stderr

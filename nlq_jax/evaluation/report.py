@@ -28,10 +28,11 @@ def evaluate_arrays(codec, images: list[tuple[str, np.ndarray]], name: str) -> d
     )
 
 
-def baseline_sweep(baseline, images: list[tuple[str, np.ndarray]]) -> dict:
-    """A baseline's default quality sweep on in-memory images (results format)."""
+def baseline_sweep(baseline, images: list[tuple[str, np.ndarray]], qualities=None) -> dict:
+    """A baseline's quality sweep (default: its standard one) on in-memory images."""
+    qualities = list(baseline.qualities if qualities is None else qualities)
     per_point = []
-    for q in baseline.qualities:
+    for q in qualities:
         per_point.append(
             [
                 results_lib.measure(px, lambda x, q=q: baseline.encode(x, q), baseline.decode)[0]
@@ -41,7 +42,7 @@ def baseline_sweep(baseline, images: list[tuple[str, np.ndarray]]) -> dict:
     return results_lib.make_results(
         baseline.name,
         baseline.description(),
-        [{"quality": q} for q in baseline.qualities],
+        [{"quality": q} for q in qualities],
         [n for n, _ in images],
         per_point,
     )
@@ -61,15 +62,22 @@ def _curve(results: dict, measured: bool = True) -> plot_lib.Curve:
     )
 
 
-def psnr_at_rate(results: dict, bpp: float) -> float | None:
-    """A curve's PSNR at `bpp`, linear in log-rate; None outside its range."""
-    r = results["results"]
-    x, y = np.log(np.asarray(r["bpp"])), np.asarray(r["psnr-rgb"], np.float64)
-    order = np.argsort(x)
-    x, y = x[order], y[order]
-    if not x[0] <= np.log(bpp) <= x[-1]:
+def psnr_at_rate(baseline, images, sweep: dict, bpp: float) -> float | None:
+    """The baseline's PSNR at `bpp`: measured at every integer quality between the two sweep
+    points around `bpp`, then interpolated between the two nearest (in log-rate). Interpolating
+    across the coarse sweep would cut under the concave RD curve and flatter us. None when
+    `bpp` is outside the sweep's range."""
+    r = sweep["results"]
+    points = sorted(zip(r["bpp"], (p["quality"] for p in sweep["points"]), strict=True))
+    below = [q for b, q in points if b <= bpp]
+    above = [q for b, q in points if b >= bpp]
+    if not below or not above:
         return None
-    return float(np.interp(np.log(bpp), x, y))
+    lo, hi = sorted((below[-1], above[0]))
+    dense = baseline_sweep(baseline, images, range(lo, hi + 1))["results"]
+    x, y = np.log(np.asarray(dense["bpp"])), np.asarray(dense["psnr-rgb"], np.float64)
+    order = np.argsort(x)
+    return float(np.interp(np.log(bpp), x[order], y[order]))
 
 
 def write_report(workdir: Path, codec, images, result: dict, config) -> dict:
@@ -117,11 +125,17 @@ def write_report(workdir: Path, codec, images, result: dict, config) -> dict:
         "| --- | --- | --- |",
         f"| nlq_jax {codec.name} | {bpp:.4f} | {psnr:.2f} |",
     ]
-    for key, s in sweeps.items():
-        at = psnr_at_rate(s, bpp)
+    for b in baselines:
+        key, s = b.key, sweeps[b.key]
+        at = psnr_at_rate(b, images, s, bpp)
         summary["baselines_at_our_rate"][key] = at
-        shown = f"{at:.2f}" if at is not None else "outside its range"
-        lines.append(f"| {s['name']} at {bpp:.4f} bpp (interpolated) | {bpp:.4f} | {shown} |")
+        if at is None:
+            r = s["results"]
+            i = int(np.argmin(r["bpp"]))
+            shown = f"n/a: its lowest point is {r['bpp'][i]:.3f} bpp, {r['psnr-rgb'][i]:.2f} dB"
+        else:
+            shown = f"{at:.2f}"
+        lines.append(f"| {s['name']} at the same rate (dense sweep) | {bpp:.4f} | {shown} |")
     (workdir / "report.md").write_text("\n".join(lines) + "\n")
     (workdir / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
