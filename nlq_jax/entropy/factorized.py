@@ -32,6 +32,7 @@ class DeepFactorized(nn.Module):
     """Entropy model of a latent with a factorized prior: `(x_hat, bits) = m(x, training=...)`.
 
     Attributes:
+      channels: channels of the latent (one density each).
       filters: hidden widths of the per-channel density network (the paper's (3, 3, 3)).
       init_scale: initial width of the density (the paper's 10).
       tail_mass: probability left outside the coding tables' support (escaped).
