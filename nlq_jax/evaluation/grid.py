@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nlq_jax.errors import NLQError
+from nlq_jax.evaluation import plot as plot_lib
 from nlq_jax.evaluation import results as results_lib
 from nlq_jax.metrics import bits_per_pixel
 
@@ -158,14 +159,7 @@ def save_grid(
                 ax.set_ylabel(label, fontsize=10)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    try:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out)
-    except OSError as e:
-        raise NLQError(f"cannot write grid {os.fspath(out)!r}: {e.strerror or e}") from e
-    finally:
-        plt.close(fig)
+    plot_lib.save_figure(fig, out, "grid")
 
 
 def make_grid(

@@ -198,12 +198,23 @@ def plot_rd(
     ax.minorticks_on()
     ax.grid(True, which="minor", alpha=0.12)
     ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    save_figure(fig, out, "plot")
+
+
+def save_figure(fig, out: str | os.PathLike, what: str) -> None:
+    """Lays out, writes (format from the suffix, parent folders made) and closes `fig`.
+
+    Raises:
+      NLQError: the file cannot be written (one line, naming `what` and the path).
+    """
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     try:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out)
     except OSError as e:
-        raise NLQError(f"cannot write plot {os.fspath(out)!r}: {e.strerror or e}") from e
+        raise NLQError(f"cannot write {what} {os.fspath(out)!r}: {e.strerror or e}") from e
     finally:
         plt.close(fig)
 
