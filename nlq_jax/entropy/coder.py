@@ -64,13 +64,31 @@ class TableCoder:
 
     def encode(self, symbols: np.ndarray, indexes: np.ndarray) -> bytes:
         """Codes `symbols` (int, any shape) with tables `indexes` (same shape) into bytes."""
+        encoder = new_encoder()
+        self.encode_chunk(encoder, symbols, indexes)
+        return finish(encoder)
+
+    def decode(self, data: bytes, indexes: np.ndarray) -> np.ndarray:
+        """Inverse of `encode`: the int32 symbols, shaped like `indexes`.
+
+        Raises:
+          FormatError: the bytes are not a valid stream for these tables and indexes.
+        """
+        return self.decode_chunk(new_decoder(data), indexes)
+
+    def encode_chunk(self, encoder, symbols: np.ndarray, indexes: np.ndarray) -> None:
+        """Appends one chunk (its regular symbols, then its escapes) to a queue `encoder`.
+
+        A stream may hold several chunks, coded with any `TableCoder`s, as long as the decoder
+        calls `decode_chunk` in the same order with the same indexes: this is how context
+        models code a latent in steps whose indexes depend on the steps before.
+        """
         symbols = np.asarray(symbols).reshape(-1).astype(np.int64)
         indexes = np.asarray(indexes).reshape(-1)
         if symbols.shape != indexes.shape:
             raise ValueError(f"symbols {symbols.shape} and indexes {indexes.shape} differ")
         if symbols.size and np.abs(symbols).max() > MAX_ABS_SYMBOL:
             raise ValueError(f"a symbol exceeds ±{MAX_ABS_SYMBOL}: the latent is out of range")
-        encoder = constriction.stream.queue.RangeEncoder()
         escaped = []
         for t, pos in self._groups(indexes):
             length = int(self.tables.length[t])
@@ -84,19 +102,15 @@ class TableCoder:
             encoder.encode(bins.astype(np.int32), self._model(t))
         if escaped:
             _encode_escapes(encoder, np.concatenate(escaped) + 1, self._uniform)
-        return encoder.get_compressed().tobytes()
 
-    def decode(self, data: bytes, indexes: np.ndarray) -> np.ndarray:
-        """Inverse of `encode`: the int32 symbols, shaped like `indexes`.
+    def decode_chunk(self, decoder, indexes: np.ndarray) -> np.ndarray:
+        """Reads the chunk `encode_chunk` wrote with these indexes: int32 symbols shaped like
+        `indexes`.
 
         Raises:
           FormatError: the bytes are not a valid stream for these tables and indexes.
         """
         indexes = np.asarray(indexes)
-        if len(data) % 4:
-            raise FormatError("corrupted stream (length is not a whole number of words)")
-        words = np.frombuffer(data, dtype=np.uint32)
-        decoder = constriction.stream.queue.RangeDecoder(words)
         symbols = np.empty(indexes.size, np.int64)
         escape_pos, escape_lo, escape_hi = [], [], []
         try:
@@ -120,6 +134,27 @@ class TableCoder:
         if symbols.size and np.abs(symbols).max() > MAX_ABS_SYMBOL:
             raise FormatError("corrupted stream (symbol out of range)")
         return symbols.astype(np.int32).reshape(indexes.shape)
+
+
+def new_encoder():
+    """An empty queue (range) encoder for `TableCoder.encode_chunk`."""
+    return constriction.stream.queue.RangeEncoder()
+
+
+def finish(encoder) -> bytes:
+    """The bytes of everything encoded so far."""
+    return encoder.get_compressed().tobytes()
+
+
+def new_decoder(data: bytes):
+    """A queue (range) decoder over `data`, for `TableCoder.decode_chunk`.
+
+    Raises:
+      FormatError: `data` cannot be a stream (not a whole number of 32-bit words).
+    """
+    if len(data) % 4:
+        raise FormatError("corrupted stream (length is not a whole number of words)")
+    return constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype=np.uint32))
 
 
 def _encode_escapes(encoder, values: np.ndarray, uniform) -> None:

@@ -65,3 +65,28 @@ def test_garbage_streams_give_format_errors_or_symbols(data):
     except FormatError:
         return
     assert out.shape == idx.shape and np.abs(out).max() <= MAX_ABS_SYMBOL
+
+
+def test_chunks_of_two_coders_share_one_stream_in_order():
+    """Context models code a latent in steps: chunks (with escapes) interleave in one stream."""
+    from nlq_jax.entropy.coder import finish, new_decoder, new_encoder
+    from nlq_jax.entropy.tables import CodingTables, quantize_pmf
+
+    rng = np.random.default_rng(3)
+    gauss = TableCoder(gaussian_tables(scale_table()))
+    small = TableCoder(
+        CodingTables(cdf=quantize_pmf(np.full((1, 4), 0.25), [5]), length=[5], offset=[0])
+    )
+    chunks = []
+    for step in range(6):
+        n = int(rng.integers(0, 40))
+        coder = gauss if step % 2 else small
+        idx = rng.integers(0, coder.tables.num_tables, n)
+        sym = rng.integers(-300, 300, n)  # many escapes in `small`, some in `gauss`
+        chunks.append((coder, sym, idx))
+    enc = new_encoder()
+    for coder, sym, idx in chunks:
+        coder.encode_chunk(enc, sym, idx)
+    dec = new_decoder(finish(enc))
+    for coder, sym, idx in chunks:
+        np.testing.assert_array_equal(coder.decode_chunk(dec, idx), sym)
