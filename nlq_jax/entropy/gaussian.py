@@ -54,6 +54,14 @@ def gaussian_likelihood(values: jax.Array, scales: jax.Array) -> jax.Array:
     return upper - lower
 
 
+def gaussian_bits(residuals: jax.Array, scales: jax.Array) -> jax.Array:
+    """Bits per example of quantized residuals (ŷ − μ) under N(0, σ²), σ lower-bounded by the
+    smallest table scale: −log2 P summed over all but the batch axis (differentiable)."""
+    scales = lower_bound(scales, SCALE_MIN)
+    p = lower_bound(gaussian_likelihood(residuals, scales), LIKELIHOOD_BOUND)
+    return -jnp.log2(p).reshape(residuals.shape[0], -1).sum(axis=-1)
+
+
 class GaussianConditional(nn.Module):
     """`(y_hat, bits) = m(y, scales, means, training=...)`; no parameters of its own.
 
@@ -83,6 +91,4 @@ class GaussianConditional(nn.Module):
         else:
             y_hat = quantize(y, "round", offset=means)
         scales = lower_bound(scales, self.scale_bound)
-        p = lower_bound(gaussian_likelihood(y_hat - means, scales), LIKELIHOOD_BOUND)
-        bits = -jnp.log2(p).reshape(y.shape[0], -1).sum(axis=-1)
-        return y_hat, bits
+        return y_hat, gaussian_bits(y_hat - means, scales)
