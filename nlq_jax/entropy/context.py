@@ -76,6 +76,24 @@ class MaskedConv(nn.Module):
         return w.reshape(-1, self.features), self.bias
 
 
+def entropy_parameters(M: int) -> nn.Sequential:
+    """mbt2018's entropy-parameters network, pointwise: [ψ, ctx] 4M → 10M/3 → 8M/3 → 2M (σ, μ).
+
+    Shared by `joint` and `checkerboard` (the same parameter tree, so weights can move between
+    the two).
+    """
+    return nn.Sequential(
+        [
+            nn.Dense(M * 10 // 3),
+            nn.leaky_relu,
+            nn.Dense(M * 8 // 3),
+            nn.leaky_relu,
+            nn.Dense(2 * M),
+        ],
+        name="entropy_parameters",
+    )
+
+
 def wavefront_schedule(
     height: int, width: int, kernel_size: int = 5
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import flax.linen as nn
 
-MODELS = ("factorized", "hyperprior", "mean_scale", "joint")
+MODELS = ("factorized", "hyperprior", "mean_scale", "joint", "checkerboard", "channelwise")
 
 
 def get_module(name: str) -> ModuleType:

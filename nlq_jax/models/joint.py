@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import threading
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,7 +36,12 @@ from jax.experimental import io_callback
 
 from nlq_jax.entropy import coder as range_coder
 from nlq_jax.entropy import gaussian
-from nlq_jax.entropy.context import MaskedConv, causal_taps, wavefront_schedule
+from nlq_jax.entropy.context import (
+    MaskedConv,
+    causal_taps,
+    entropy_parameters,
+    wavefront_schedule,
+)
 from nlq_jax.errors import FormatError
 from nlq_jax.models import base, mean_scale
 from nlq_jax.quantizers.scalar import quantize
@@ -62,16 +66,7 @@ class Model(mean_scale.Model):
         super().setup()
         M = self.M
         self.context_prediction = MaskedConv(M, 2 * M, 5)
-        self.entropy_parameters = nn.Sequential(
-            [
-                nn.Dense(M * 10 // 3),
-                nn.leaky_relu,
-                nn.Dense(M * 8 // 3),
-                nn.leaky_relu,
-                nn.Dense(2 * M),
-            ],
-            name="entropy_parameters",
-        )
+        self.entropy_parameters = entropy_parameters(M)
 
     def split_params(self, params: jax.Array) -> tuple[jax.Array, jax.Array]:
         """e_p's output → (scales, means)."""
