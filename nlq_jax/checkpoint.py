@@ -5,11 +5,15 @@ An export is what `nlq compress`/`nlq decompress` and `nlq eval` read:
 ```
 DIR/model.json   {"format": "nlq_jax.export", "version": 1, "model": NAME, "kwargs": {...},
                   "label": "...", "hash": HEX}
-DIR/state/       Orbax checkpoint of {"params": ..., "tables": {name: arrays}}
+DIR/state/       Orbax checkpoint of {"params": ..., "tables": {name: arrays},
+                  "model_state": {collection: ...}}   (model_state only when not empty)
 ```
 The tables are the output of the model module's pure `build_tables(model, params)`, saved so
-that a decoder never recomputes them. `hash` (sha256 of the parameters and tables, first 16
-bytes) goes into every .nlq file, so a file is never decoded with other weights.
+that a decoder never recomputes them. `model_state` holds the model's variable collections
+other than "params" that the forward reads (e.g. "quantizer_state": the EMA codebooks of vector
+quantizers); models without any have none, and their exports and hashes are as before.
+`hash` (sha256 of the parameters, model state and tables, first 16 bytes) goes into every .nlq
+file, so a file is never decoded with other weights.
 """
 
 from __future__ import annotations
@@ -44,10 +48,13 @@ def tables_from_tree(tree: dict) -> dict:
     }
 
 
-def model_hash(params: dict, tables: dict) -> bytes:
-    """16-byte fingerprint of parameters and tables (names, dtypes, shapes and bytes)."""
+def model_hash(params: dict, tables: dict, model_state: dict | None = None) -> bytes:
+    """16-byte fingerprint of parameters, model state and tables (names, dtypes, shapes and
+    bytes). An empty `model_state` leaves the fingerprint of params and tables unchanged."""
     h = hashlib.sha256()
     tree = {"params": params, "tables": tables_to_tree(tables)}
+    if model_state:
+        tree["model_state"] = model_state
     for path, leaf in sorted(
         jax.tree_util.tree_flatten_with_path(tree)[0], key=lambda kv: jax.tree_util.keystr(kv[0])
     ):
@@ -66,14 +73,22 @@ def export(
     tables: dict,
     *,
     label: str | None = None,
+    model_state: dict | None = None,
 ) -> Path:
-    """Writes an export directory (overwriting one that exists); returns its path."""
+    """Writes an export directory (overwriting one that exists); returns its path.
+
+    `model_state` holds the variable collections other than "params" (see the module
+    docstring); empty or None for models without any.
+    """
     import orbax.checkpoint as ocp
 
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     params = jax.tree_util.tree_map(np.asarray, params)
+    model_state = jax.tree_util.tree_map(np.asarray, dict(model_state or {}))
     state = {"params": params, "tables": tables_to_tree(tables)}
+    if model_state:
+        state["model_state"] = model_state
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(directory / "state", state, force=True)
     meta = {
@@ -82,7 +97,7 @@ def export(
         "model": model_name,
         "kwargs": dict(model_kwargs),
         "label": label or model_name,
-        "hash": model_hash(params, tables).hex(),
+        "hash": model_hash(params, tables, model_state).hex(),
     }
     if jax.process_index() == 0:
         (directory / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -106,7 +121,17 @@ def read_meta(directory: str | os.PathLike) -> dict:
 
 
 def load(directory: str | os.PathLike) -> tuple[dict, dict, dict]:
-    """Reads an export: (meta, params, tables). Verifies the stored hash."""
+    """Reads an export: (meta, params, tables). Verifies the stored hash.
+
+    For models with variables beyond "params" use `load_variables`.
+    """
+    meta, variables, tables = load_variables(directory)
+    return meta, variables["params"], tables
+
+
+def load_variables(directory: str | os.PathLike) -> tuple[dict, dict, dict]:
+    """Reads an export: (meta, variables, tables), variables = {"params": ..., **model_state}
+    (every collection the model's forward reads). Verifies the stored hash."""
     import orbax.checkpoint as ocp
 
     meta = read_meta(directory)
@@ -119,7 +144,8 @@ def load(directory: str | os.PathLike) -> tuple[dict, dict, dict]:
     except Exception as e:  # orbax raises many types for a damaged checkpoint
         raise CheckpointError(f"cannot restore {state_dir}: {type(e).__name__}: {e}") from None
     params = jax.tree_util.tree_map(np.asarray, state["params"])
+    model_state = jax.tree_util.tree_map(np.asarray, dict(state.get("model_state") or {}))
     tables = tables_from_tree(jax.tree_util.tree_map(np.asarray, state["tables"]))
-    if model_hash(params, tables).hex() != meta["hash"]:
+    if model_hash(params, tables, model_state).hex() != meta["hash"]:
         raise CheckpointError(f"{directory}: weights or tables do not match model.json's hash")
-    return meta, params, tables
+    return meta, {"params": params, **model_state}, tables

@@ -75,6 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.report = False  # at the end, write an RD plot against JPEG/WebP and a side-by-side PNG
     c.report_baselines = "jpeg,webp"  # codecs on the report's RD plot
 
+    c.prior_fit_batches = 0  # discrete models: refit the priors to this many batches' codes
     c.debug_inject_nan_at = -1  # testing hook: the loss becomes NaN at this step (-1: never)
     return c
 
@@ -90,6 +91,11 @@ def apply_quality(c: ml_collections.ConfigDict, module, quality: int) -> None:
 def runlocal(c: ml_collections.ConfigDict) -> None:
     """A tiny debug size that runs in a minute on a laptop CPU."""
     c.model.N, c.model.M = 32, 48
+    runlocal_data(c)
+
+
+def runlocal_data(c: ml_collections.ConfigDict) -> None:
+    """`runlocal`'s data, schedule and logging: 20 steps on 64² crops of the sample images."""
     c.data.train = "samples"
     c.data.crop_size, c.data.batch_size = 64, 4
     c.num_steps = 20
@@ -118,5 +124,76 @@ def model_config(model_name: str, arg: str | None) -> ml_collections.ConfigDict:
     apply_quality(c, models.get_module(model_name), int(args.get("quality") or 3))
     if "runlocal" in args:
         runlocal(c)
+    c.lock()
+    return c
+
+
+# Discrete latents (nlq, vqvae2): the rate is fixed by the codebooks (log2 K bits per index
+# before entropy coding; bpp only trains the categorical priors, which no other term touches),
+# so λ weighs the distortion against the quantizers' own losses (commitment β·‖z − sg(e)‖²).
+# CompressAI's quality-3 λ (λ·255² ≈ 436) lets the distortion dominate, as the reconstruction
+# losses do in VQGAN and SoundStream; with λ·255² = 1 (plain VQ-VAE) the commitment term pulls
+# the latent onto the first RVQ stage's codes and the later stages carry almost nothing.
+DISCRETE_LAMBDA = MSE_LAMBDAS[2]
+
+
+def discrete_base(model_name: str) -> ml_collections.ConfigDict:
+    """Defaults of a discrete-latent model's config (configs/vqvae.py, rvq.py, ...), unlocked.
+
+    `c.model` holds every field of `nlq.Model` (and `vqvae2.Model`); the config file overrides
+    the quantizer's, then `discrete_variants` applies the variant and locks.
+    """
+    c = base_config()
+    c.name = model_name
+    m = c.model = ml_collections.ConfigDict()
+    m.name = model_name  # module in nlq_jax/models/: "nlq" or "vqvae2"
+    m.N = 128  # channels of the transforms
+    m.latent_dim = 64  # D: channels of the quantized latent (size of a code vector)
+    if model_name == "nlq":
+        m.num_res_blocks = 1  # residual blocks per resolution
+    else:
+        m.bottom_stride = 8  # down-sampling of the bottom latent (4 or 8; the top's is 16)
+    m.attention = True  # self-attention + attention module at the lowest resolution
+    m.upsampling = "phase"  # "phase" (fast transposed conv), "transpose" or "subpixel"
+    m.quantizer = "vq"  # "vq", "rvq", "pvq", "fsq", "scalar" or "gumbel"
+    m.codebook_size = 1024  # K: codes per codebook (vq, rvq, pvq, gumbel)
+    m.num_stages = 1  # residual stages (rvq)
+    m.groups = 1  # sub-vectors, one codebook each (pvq)
+    m.levels = (8, 5, 5, 5)  # quantization levels per channel (fsq, scalar)
+    m.commitment_cost = 0.25  # β of the commitment loss (vq, rvq, pvq)
+    m.ema_decay = 0.99  # decay of the EMA codebook updates (vq, rvq, pvq)
+    # Restart codes whose EMA count (vectors per batch) falls below this (0: never); about a
+    # quarter of the mean count, batch·(crop/16)² / K (16·16² / 1024 = 4 here).
+    m.dead_code_threshold = 1.0
+    m.kmeans_init = True  # initialise the codebooks by k-means on the first training batch
+    m.stage_dropout = 1.0  # fraction of examples trained on a random RVQ stage prefix (0: off)
+    m.temperature = 1.0  # Gumbel-softmax temperature (gumbel)
+    m.conditional_prior = False  # prior of index group g conditioned on the code of group g − 1
+    c.prior_fit_batches = 200  # before export, fit the priors to the codes of 200 batches
+    c.lmbda = DISCRETE_LAMBDA  # weight of λ·255²·MSE against the quantizer losses (see above)
+    c.optimizer.learning_rate = 2e-4  # VQ autoencoders train with larger steps than CompressAI's
+    return c
+
+
+def discrete_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """Applies a discrete config's variant (`runlocal`, `msssim`) and locks it.
+
+    `runlocal`: tiny transforms and codebooks, 64² crops of the sample images, 20 steps.
+    `msssim`: the MS-SSIM distortion, loss = λ·(1 − MS-SSIM) + quantizer losses + prior bpp.
+    """
+    args = parse_arg(arg)
+    unknown = set(args) - {"msssim", "runlocal"}
+    if unknown:
+        raise ValueError(f"unknown config variant(s) {sorted(unknown)}; use msssim, runlocal")
+    if "msssim" in args:
+        c.distortion, c.lmbda = "ms-ssim", MS_SSIM_LAMBDAS[2]
+        c.name += "-msssim"
+    if "runlocal" in args:
+        runlocal_data(c)
+        c.model.N, c.model.latent_dim, c.model.codebook_size = 32, 16, 64
+        c.model.num_stages = min(c.model.num_stages, 3)
+        c.model.dead_code_threshold = 0.25  # 4·(64/16)² = 64 vectors per batch, 64 codes
+        c.optimizer.learning_rate = 5e-4
+        c.prior_fit_batches = 5
     c.lock()
     return c

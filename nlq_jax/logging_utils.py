@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+_DISCRETE = {"fixed_bpp": ".3f", "usage": ".2f", "perplexity": ".4g", "dead_codes": ".4g"}
+
 
 class _Bar:
     def __init__(self, start: int, total: int, enabled: bool):
@@ -28,12 +30,16 @@ class _Bar:
     def update(self, metrics: dict) -> None:
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(
-                loss=f"{float(metrics['loss']):.4g}",
-                bpp=f"{float(metrics['bpp']):.3f}",
-                psnr=f"{float(metrics['psnr']):.2f}",
-                refresh=False,
-            )
+            shown = {
+                "loss": f"{float(metrics['loss']):.4g}",
+                "bpp": f"{float(metrics['bpp']):.3f}",
+                "psnr": f"{float(metrics['psnr']):.2f}",
+            }
+            # Discrete latents: codebook health and the fixed-length rate beside the coded one.
+            for key, fmt in _DISCRETE.items():
+                if key in metrics:
+                    shown[key] = format(float(metrics[key]), fmt)
+            self._bar.set_postfix(shown, refresh=False)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -78,8 +84,8 @@ class Logger:
 
         _, pixels = holdout[0]
         x = pad_to_multiple(to_model_input(pixels[:512, :512]), trainer.model.stride)
-        params = jax.device_get(state.params)
-        out = trainer.model.apply({"params": params}, x, training=False)
+        variables = jax.device_get({"params": state.params, **state.model_state})
+        out = trainer.model.apply(variables, x, training=False)
         h, w = min(512, pixels.shape[0]), min(512, pixels.shape[1])
         side = np.concatenate([pixels[:h, :w], to_uint8(np.asarray(out["x_hat"])[0, :h, :w])], 1)
         self._writer.add_image("reconstruction", side, step, dataformats="HWC")

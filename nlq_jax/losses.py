@@ -2,6 +2,11 @@
 
 Images are float in [0, 1]. `bits` is a dict of per-example bit counts (one entry per latent),
 as returned by every model's forward; bpp divides their sum by the number of pixels.
+
+A model's `aux` dict may add to the objective and to the logged metrics (discrete latents):
+`aux["loss"]` (a scalar, already weighted: codebook/commitment terms) is added to the loss;
+`aux[...fixed_bits]` (per-example bits of a fixed-length code of the indices) is logged as
+`...fixed_bpp`; every other entry (usage, perplexity, dead codes) is logged as its batch mean.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ def rate_distortion_loss(
 
     Args:
       x: images, float [B, H, W, C] in [0, 1].
-      outputs: a model's forward output, with "x_hat" and "bits".
+      outputs: a model's forward output, with "x_hat", "bits" and optionally "aux".
       lmbda: the rate-distortion trade-off λ (CompressAI's ladder: 0.0018 ... 0.18).
       distortion: "mse" (λ·255²·MSE) or "ms-ssim" (λ·(1 − MS-SSIM), as CompressAI scales it).
 
     Returns:
-      (loss, metrics) where metrics holds batch means of loss, bpp, mse, psnr (and ms_ssim).
+      (loss, metrics) where metrics holds batch means of loss, bpp, mse, psnr (and ms_ssim,
+      and the aux entries: aux_loss, fixed_bpp, usage, ...).
     """
     num_pixels = x.shape[1] * x.shape[2]
     bpp = bits_per_pixel(outputs["bits"], num_pixels)
@@ -56,5 +62,14 @@ def rate_distortion_loss(
     else:
         raise ValueError(f"unknown distortion {distortion!r}; use 'mse' or 'ms-ssim'")
     loss = jnp.mean(lmbda * d + bpp)
+    for key, value in outputs.get("aux", {}).items():
+        value = jnp.asarray(value, jnp.float32)
+        if key == "loss":
+            loss = loss + jnp.mean(value)
+            metrics["aux_loss"] = jnp.mean(value)
+        elif key.endswith("fixed_bits"):
+            metrics[key[: -len("bits")] + "bpp"] = jnp.mean(value) / num_pixels
+        else:
+            metrics[key] = jnp.mean(value)
     metrics["loss"] = loss
     return loss, metrics

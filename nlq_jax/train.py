@@ -12,10 +12,16 @@ evaluation, loop. `train_and_evaluate(config, workdir)` is all `main.py` calls.
   checkpoint is saved.
 - At the end the model is exported with its coding tables (`workdir/export`), ready for
   `nlq compress`, and evaluated with real bitstreams on held-out images.
+- Discrete models refit their categorical priors to the codes of `prior_fit_batches`
+  training batches before the export (closed form; see `nlq_jax.models.nlq.fit_priors`).
+- Variable collections other than "params" (e.g. the EMA codebooks of vector quantizers in
+  "quantizer_state") are `TrainState.model_state`: mutable in the step, not differentiated,
+  checkpointed and exported with the parameters. Models without any have `model_state = {}`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -39,9 +45,13 @@ class TrainingError(NLQError):
 
 @flax.struct.dataclass
 class TrainState:
+    """What a step updates: `params` by the optimizer, `model_state` (the model's other
+    variable collections, {} for most models) by the forward itself."""
+
     step: jax.Array
     params: Any
     opt_state: Any
+    model_state: Any = flax.struct.field(default_factory=dict)
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -97,9 +107,12 @@ class Trainer:
 
         def init(rng):
             p_rng, n_rng = jax.random.split(rng)
-            variables = self.model.init({"params": p_rng, "noise": n_rng}, sample, training=True)
-            params = variables["params"]
-            return TrainState(jnp.zeros((), jnp.int32), params, self.optimizer.init(params))
+            rngs = {"params": p_rng, "noise": n_rng, "quantizer": jax.random.fold_in(n_rng, 1)}
+            variables = dict(self.model.init(rngs, sample, training=True))
+            params = variables.pop("params")
+            return TrainState(
+                jnp.zeros((), jnp.int32), params, self.optimizer.init(params), variables
+            )
 
         abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
         self.state_sharding = sharding.state_shardings(abstract, self.mesh, config.sharding.fsdp)
@@ -132,18 +145,48 @@ class Trainer:
         x = batch["image"]
 
         def loss_fn(params):
-            out = self.model.apply({"params": params}, x, training=True, rngs={"noise": rng})
+            out, model_state = self.model.apply(
+                {"params": params, **state.model_state},
+                x,
+                training=True,
+                rngs={"noise": rng, "quantizer": jax.random.fold_in(rng, 1)},
+                mutable=list(state.model_state),
+            )
             loss, metrics = losses.rate_distortion_loss(x, out, config.lmbda, config.distortion)
             if config.debug_inject_nan_at >= 0:  # testing hook (see the config's comment)
                 loss = loss + jnp.where(state.step == config.debug_inject_nan_at, jnp.nan, 0.0)
                 metrics["loss"] = loss
-            return loss, metrics
+            return loss, (metrics, model_state)
 
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (_, (metrics, model_state)), grads = grad_fn(state.params)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics["grad_norm"] = optax.global_norm(grads)
-        return TrainState(state.step + 1, params, opt_state), metrics
+        model_state = {**state.model_state, **model_state}
+        return TrainState(state.step + 1, params, opt_state, model_state), metrics
+
+
+def refit_priors(trainer: Trainer, state: TrainState, batches) -> TrainState:
+    """`state` with the model's categorical priors refit to the codes of `batches` (global
+    batches), for models whose module has `fit_priors` (discrete latents); else `state`.
+
+    The code counts are summed by a jitted function over the global batches, so every process
+    computes the same fit.
+    """
+    module = models.get_module(trainer.config.model.name)
+    if not hasattr(module, "fit_priors"):
+        return state
+    count = jax.jit(functools.partial(trainer.model.apply, method="index_counts"))
+    variables = {"params": state.params, **state.model_state}
+    total = None
+    for batch in batches:
+        counts = count(variables, batch["image"])
+        total = counts if total is None else jax.tree_util.tree_map(jnp.add, total, counts)
+    if total is None:
+        return state
+    params = jax.tree_util.tree_map(np.asarray, jax.device_get(state.params))
+    return state.replace(params=module.fit_priors(trainer.model, params, jax.device_get(total)))
 
 
 def _checkpoint_manager(workdir: Path, config):
@@ -234,7 +277,11 @@ def _codec(trainer: Trainer, state: TrainState, label: str):
     from nlq_jax.codec.api import Codec
 
     params = jax.tree_util.tree_map(np.asarray, jax.device_get(state.params))
-    return Codec(trainer.config.model.name, model_kwargs(trainer.config), params, label=label)
+    model_state = jax.tree_util.tree_map(np.asarray, jax.device_get(state.model_state))
+    return Codec(
+        trainer.config.model.name, model_kwargs(trainer.config), params, label=label,
+        model_state=model_state,
+    )  # fmt: skip
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -308,6 +355,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         bar.close()
         manager.wait_until_finished()
         manager.close()
+
+    n = config.get("prior_fit_batches", 0)
+    if n and hasattr(models.get_module(config.model.name), "fit_priors"):
+        batches = (sharding.global_batch(next(data_it), trainer.mesh) for _ in range(n))
+        state = refit_priors(trainer, state, batches)
+        logger.info(f"refit the categorical priors to the codes of {n} training batches")
 
     # Export and final evaluation with real bitstreams.
     label = f"{config.model.name}-{config.name}" if config.get("name") else config.model.name

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from nlq_jax import losses
 
@@ -38,3 +39,16 @@ def test_ms_ssim_distortion_is_differentiable():
     assert np.isfinite(value) and np.isfinite(grad).all() and np.abs(grad).sum() > 0
     _, m = losses.rate_distortion_loss(x, _outputs(x, noise), 8.73, "ms-ssim")
     assert 0 < float(m["ms_ssim"]) < 1
+
+
+def test_aux_loss_is_added_and_aux_metrics_are_logged():
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.uniform(size=(2, 16, 32, 3)), jnp.float32)
+    noise = jnp.asarray(rng.normal(0, 0.05, x.shape), jnp.float32)
+    plain = _outputs(x, noise)
+    aux = {"loss": jnp.float32(0.3), "usage": jnp.float32(0.75), "fixed_bits": jnp.array([64, 64])}
+    base, _ = losses.rate_distortion_loss(x, plain, lmbda=0.0067)
+    loss, m = losses.rate_distortion_loss(x, plain | {"aux": aux}, lmbda=0.0067)
+    np.testing.assert_allclose(loss, base + 0.3, rtol=1e-6)
+    assert float(m["aux_loss"]) == pytest.approx(0.3) and float(m["usage"]) == 0.75
+    np.testing.assert_allclose(m["fixed_bpp"], 64 / (16 * 32), rtol=1e-6)

@@ -54,7 +54,18 @@ def to_model_input(pixels: np.ndarray) -> np.ndarray:
 
 
 class Codec:
-    """A model bound to its weights and coding tables, ready to code images."""
+    """A model bound to its weights and coding tables, ready to code images.
+
+    Args:
+      model_name: a name in `nlq_jax.models.MODELS`.
+      model_kwargs: the model's constructor arguments.
+      params: the "params" collection.
+      tables: coding tables (default: the model module's `build_tables(model, params)`).
+      label: a name for reports (default: the model name).
+      jit: compile the bitstream path (False: run it eagerly, for determinism tests).
+      model_state: the model's other variable collections that its forward reads, e.g.
+        {"quantizer_state": EMA codebooks}; exported and hashed with the parameters.
+    """
 
     def __init__(
         self,
@@ -65,23 +76,34 @@ class Codec:
         *,
         label: str | None = None,
         jit: bool = True,
+        model_state: dict | None = None,
     ):
         self.model_name = model_name
         self.model_kwargs = dict(model_kwargs)
         self.module = models.get_module(model_name)
         self.model = self.module.Model(**self.model_kwargs)
         self.params = params
+        self.model_state = dict(model_state or {})
         self.tables = self.module.build_tables(self.model, params) if tables is None else tables
         self.name = label or model_name
-        self.hash = checkpoint.model_hash(params, self.tables)
-        self.runner = Runner(self.model, {"params": params}, self.tables, jit=jit)
+        self.hash = checkpoint.model_hash(params, self.tables, self.model_state)
+        self.runner = Runner(self.model, self.variables, self.tables, jit=jit)
         self._forward = None
+
+    @property
+    def variables(self) -> dict:
+        """Every variable collection of the model: {"params": ..., **model_state}."""
+        return {"params": self.params, **self.model_state}
 
     @classmethod
     def load(cls, directory: str | os.PathLike, *, jit: bool = True) -> Codec:
         """Loads an export directory (see `nlq_jax.checkpoint`)."""
-        meta, params, tables = checkpoint.load(directory)
-        codec = cls(meta["model"], meta["kwargs"], params, tables, label=meta.get("label"), jit=jit)
+        meta, variables, tables = checkpoint.load_variables(directory)
+        params = variables.pop("params")
+        codec = cls(
+            meta["model"], meta["kwargs"], params, tables, label=meta.get("label"), jit=jit,
+            model_state=variables,
+        )  # fmt: skip
         remember(codec.hash, directory)
         return codec
 
@@ -94,25 +116,28 @@ class Codec:
             self.params,
             self.tables,
             label=self.name,
+            model_state=self.model_state,
         )
         remember(self.hash, path)
         return path
 
     # Encoding.
-    def compress(self, pixels: np.ndarray, channels: int = 3) -> bytes:
+    def compress(self, pixels: np.ndarray, channels: int = 3, **options) -> bytes:
         """One uint8 image [H, W, 3] → the .nlq file's bytes.
 
         Args:
           pixels: the image.
           channels: 1 to have the file decode to greyscale (for greyscale sources), else 3.
+          **options: the model's coding options (e.g. `num_stages` of an RVQ model: code only
+            the first stages, a coarser file that any decoder of this model reads).
         """
-        return self.compress_batch(np.asarray(pixels)[None], channels)[0]
+        return self.compress_batch(np.asarray(pixels)[None], channels, **options)[0]
 
-    def compress_batch(self, pixels: np.ndarray, channels: int = 3) -> list[bytes]:
+    def compress_batch(self, pixels: np.ndarray, channels: int = 3, **options) -> list[bytes]:
         """A batch of same-sized uint8 images [B, H, W, 3] → one .nlq file each.
 
         The analysis transforms run on the whole batch; the result is the same bytes as
-        compressing each image on its own (tested).
+        compressing each image on its own (tested). `options` as in `compress`.
         """
         x = to_model_input(pixels)
         b, h, w, _ = x.shape
@@ -121,7 +146,8 @@ class Codec:
         xp = pad_to_multiple(x, self.model.stride)
         header = container.Header(self.model_name, self.hash, h, w, channels)
         return [
-            container.pack(header, streams) for streams in self.module.compress(self.runner, xp)
+            container.pack(header, streams)
+            for streams in self.module.compress(self.runner, xp, **options)
         ]
 
     # Decoding.
@@ -156,7 +182,7 @@ class Codec:
 
     # The model's own view, for measurements.
     def forward(self, pixels: np.ndarray) -> dict:
-        """Eval-mode forward on padded images, cropped back: {"x_hat", "bits"} as numpy."""
+        """Eval-mode forward on padded images, cropped back: {"x_hat", "bits", "aux"} as numpy."""
         x = to_model_input(pixels)
         h, w = x.shape[1:3]
         if self._forward is None:
@@ -166,9 +192,9 @@ class Codec:
                 return model.apply(variables, x, training=False)
 
             self._forward = jax.jit(forward) if self.runner.jit else forward
-        out = self._forward({"params": self.params}, pad_to_multiple(x, self.model.stride))
+        out = self._forward(self.variables, pad_to_multiple(x, self.model.stride))
         out = jax.tree_util.tree_map(np.asarray, out)
-        return {"x_hat": out["x_hat"][:, :h, :w], "bits": out["bits"]}
+        return {"x_hat": out["x_hat"][:, :h, :w], "bits": out["bits"], "aux": out.get("aux", {})}
 
 
 # A small index from model hash to export directory, so `nlq decompress` finds the model that

@@ -113,10 +113,15 @@ def _init(args) -> int:
         raise NLQError(str(e)) from None
     model = module.Model(**kwargs)
     x = np.zeros((1, model.stride, model.stride, 3), np.float32)
-    rngs = {"params": jax.random.PRNGKey(args.seed), "noise": jax.random.PRNGKey(0)}
-    params = model.init(rngs, x, training=True)["params"]
+    rngs = {
+        "params": jax.random.PRNGKey(args.seed),
+        "noise": jax.random.PRNGKey(0),
+        "quantizer": jax.random.PRNGKey(1),
+    }
+    variables = dict(model.init(rngs, x, training=True))
+    params = variables.pop("params")
     label = f"{args.model}-q{args.quality}-untrained"
-    path = Codec(args.model, kwargs, params, label=label).save(args.out)
+    path = Codec(args.model, kwargs, params, label=label, model_state=variables).save(args.out)
     _say(args, f"{path}: untrained {args.model} (quality {args.quality}, {kwargs})")
     return 0
 

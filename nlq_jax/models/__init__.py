@@ -12,7 +12,16 @@ from types import ModuleType
 
 import flax.linen as nn
 
-MODELS = ("factorized", "hyperprior", "mean_scale", "joint", "checkerboard", "channelwise")
+MODELS = (
+    "factorized",
+    "hyperprior",
+    "mean_scale",
+    "joint",
+    "checkerboard",
+    "channelwise",
+    "nlq",
+    "vqvae2",
+)
 
 
 def get_module(name: str) -> ModuleType:

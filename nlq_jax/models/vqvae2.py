@@ -1,0 +1,244 @@
+"""VQ-VAE-2: a two-level hierarchy of discrete latents, each entropy coded with its own
+categorical prior.
+
+Razavi, van den Oord, Vinyals, "Generating Diverse High-Fidelity Images with VQ-VAE-2",
+NeurIPS 2019, sec. 3.1 (fig. 2a, algorithm 1): the bottom latent is quantized from the encoder
+features *and* the decoded top latent, so it encodes what the top level misses; the decoder
+reads both. Here the bottom latent has stride 8 (or 4) and the top stride 16, so the top codes
+global structure cheaply and the bottom codes detail (the paper: 4 and 8 on 256² images).
+
+```
+x ─► g_a ─► h_b ─► g_a_top ─► Q_top ─► e_t ─────────────► top indices ─► prior_top  (stride 16)
+             │                          │
+             │            g_s_top(e_t) ◄┤ (up to the bottom's stride)
+             ▼                          │
+     concat(h_b, g_s_top(e_t)) ─► conv1×1 → D ─► Q_bottom ─► e_b ─► bottom indices ─► prior_bottom
+                                        │                     │
+x̂ ◄─ g_s ◄─ concat(e_b, UpConv(e_t)) ◄─┴─────────────────────┘
+
+g_a: (DownConv5×5/2 → N, ResidualBlock) × log2(bottom_stride)
+g_a_top: (DownConv5×5/2, ResidualBlock) to stride 16, [SelfAttention, AttentionBlock], 1×1 → D
+g_s_top: conv3×3 → N, [attention], (ResidualBlock, UpConv ×2) back to the bottom's stride
+g_s: conv3×3 → N, (ResidualBlock, UpConv ×2) × log2(bottom_stride), the last to RGB
+```
+Each index array has a categorical prior (bits in the loss and the tables of the range coder).
+Streams: [top, bottom]; the decoder decodes both index arrays with their priors' tables and runs
+g_s (g_s_top is only needed by the encoder, to quantize the bottom level). With an "rvq"
+quantizer both levels code all their stages (prefix files are `nlq`'s feature).
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nlq_jax.entropy import categorical
+from nlq_jax.layers.blocks import AttentionBlock, ResidualBlock, SelfAttention
+from nlq_jax.layers.conv import DownConv, UpConv
+from nlq_jax.models import base
+from nlq_jax.models.nlq import (  # noqa: F401 (fit_priors: this model's, too)
+    build_quantizer,
+    code_counts,
+    decode_indices,
+    encode_indices,
+    fit_priors,
+    fixed_bits,
+    index_prior,
+)
+
+LEVELS = ("top", "bottom")
+
+
+def get_default_sizes(quality: int) -> dict:
+    """Model sizes for quality 1–8: larger codebooks for higher qualities."""
+    if not 1 <= quality <= 8:
+        raise ValueError(f"quality must be in 1..8, got {quality}")
+    return {"N": 128 if quality <= 4 else 192, "codebook_size": 2 ** (7 + quality)}
+
+
+class Model(nn.Module):
+    """Two-level VQ-VAE-2; see the module docstring for the data flow.
+
+    The quantizer attributes (`quantizer` ... `temperature`) are those of `nlq.Model` and
+    apply to both levels.
+
+    Attributes:
+      N: channels of the transforms.
+      latent_dim: D, channels of each quantized latent.
+      bottom_stride: 8 or 4, the bottom latent's down-sampling (the top's is 16).
+      attention: self-attention and Cheng's attention module at the top latent's resolution.
+      upsampling: `UpConv` method of g_s, g_s_top and the top latent's up-sampling.
+      quantizer: "vq", "rvq", "pvq", "fsq", "scalar" or "gumbel" (both levels).
+      codebook_size: codes per codebook (vq, rvq, pvq, gumbel).
+      num_stages: residual stages (rvq).
+      groups: sub-vectors with their own codebook (pvq).
+      levels: levels per channel (fsq, scalar).
+      commitment_cost: β of the commitment loss (vq, rvq, pvq).
+      ema_decay: decay of the EMA codebook updates (vq, rvq, pvq).
+      dead_code_threshold: codes used less than this (EMA count) are restarted (0: never).
+      kmeans_init: initialise the codebooks by k-means on the first training batch.
+      stage_dropout: fraction of the examples trained with a random prefix of RVQ stages.
+      temperature: Gumbel-softmax temperature (gumbel).
+      conditional_prior: each level's index group g is conditioned on its group g − 1.
+    """
+
+    N: int = 128
+    latent_dim: int = 64
+    bottom_stride: int = 8
+    attention: bool = True
+    upsampling: str = "phase"
+    quantizer: str = "vq"
+    codebook_size: int = 512
+    num_stages: int = 2
+    groups: int = 1
+    levels: tuple[int, ...] = (8, 5, 5, 5)
+    commitment_cost: float = 0.25
+    ema_decay: float = 0.99
+    dead_code_threshold: float = 1.0
+    kmeans_init: bool = True
+    stage_dropout: float = 1.0
+    temperature: float = 1.0
+    conditional_prior: bool = False
+
+    stride = 16  # input sizes must be multiples of this (the codec pads)
+
+    def setup(self):
+        if self.bottom_stride not in (4, 8):
+            raise ValueError(f"bottom_stride must be 4 or 8, got {self.bottom_stride}")
+        N, D, up = self.N, self.latent_dim, self.upsampling
+        bottom_downs = int(math.log2(self.bottom_stride))
+        top_downs = 4 - bottom_downs
+        layers: list = []
+        for _ in range(bottom_downs):
+            layers += [DownConv(N), ResidualBlock(N)]
+        self.g_a = nn.Sequential(layers, name="g_a")
+        layers = []
+        for _ in range(top_downs):
+            layers += [DownConv(N), ResidualBlock(N)]
+        if self.attention:
+            layers += [SelfAttention(N), AttentionBlock(N)]
+        self.g_a_top = nn.Sequential([*layers, nn.Conv(D, (1, 1))], name="g_a_top")
+        layers = [nn.Conv(N, (3, 3), padding=1)]
+        if self.attention:
+            layers += [SelfAttention(N), AttentionBlock(N)]
+        for _ in range(top_downs):
+            layers += [ResidualBlock(N), UpConv(N, method=up)]
+        self.g_s_top = nn.Sequential(layers, name="g_s_top")
+        self.bottom_projection = nn.Conv(D, (1, 1))
+        self.upsample_top = nn.Sequential(
+            [UpConv(D, method=up) for _ in range(top_downs)], name="upsample_top"
+        )
+        layers = [nn.Conv(N, (3, 3), padding=1)]
+        for i in range(bottom_downs):
+            layers += [ResidualBlock(N), UpConv(N if i < bottom_downs - 1 else 3, method=up)]
+        self.g_s = nn.Sequential(layers, name="g_s")
+        self.quantizer_top = build_quantizer(self)
+        self.quantizer_bottom = build_quantizer(self)
+        self.prior_top = index_prior(self, name="prior_top")
+        self.prior_bottom = index_prior(self, name="prior_bottom")
+
+    def _quantize(self, x: jax.Array, train: bool):
+        """Both levels: ((z_q_top, indices_top, aux_top), (z_q_bottom, indices_bottom, aux))."""
+        h_b = self.g_a(x)
+        top = self.quantizer_top(self.g_a_top(h_b), train=train)
+        conditioning = self.g_s_top(top[0])
+        z_b = self.bottom_projection(jnp.concatenate([h_b, conditioning], axis=-1))
+        bottom = self.quantizer_bottom(z_b, train=train)
+        return top, bottom
+
+    def _synthesize(self, z_q_top: jax.Array, z_q_bottom: jax.Array) -> jax.Array:
+        return self.g_s(jnp.concatenate([z_q_bottom, self.upsample_top(z_q_top)], axis=-1))
+
+    def __call__(self, x: jax.Array, *, training: bool) -> dict:
+        """x: float [B, H, W, 3] in [0, 1] → {"x_hat", "bits": {"top", "bottom"}, "aux"}.
+
+        aux: "loss" (both quantizers' losses), "fixed_bits" [B] (fixed-length code of both
+        index arrays), "usage"/"perplexity"/"dead_codes" (means of the two levels), and each
+        level's own entries prefixed "top/" and "bottom/".
+        """
+        top, bottom = self._quantize(x, training)
+        bits, aux = {}, {"loss": 0.0, "fixed_bits": 0.0}
+        for level, (_, indices, q_aux), prior, quantizer in zip(
+            LEVELS,
+            (top, bottom),
+            (self.prior_top, self.prior_bottom),
+            (self.quantizer_top, self.quantizer_bottom),
+        ):
+            bits[level] = prior(indices, training=training)[1]
+            level_fixed = fixed_bits(quantizer.num_codes, indices)
+            aux["loss"] = aux["loss"] + q_aux["loss"]
+            aux["fixed_bits"] = aux["fixed_bits"] + level_fixed
+            aux[f"{level}/fixed_bits"] = level_fixed
+            for key, value in q_aux.items():
+                if key != "loss":
+                    aux[f"{level}/{key}"] = value
+                    aux[key] = aux.get(key, 0.0) + value / len(LEVELS)
+        x_hat = self._synthesize(top[0], bottom[0])
+        return {"x_hat": x_hat, "bits": bits, "aux": aux}
+
+    # The bitstream path's pieces (see `compress`/`decompress`).
+    def analysis(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """x → (top indices [B, H/16, W/16, G], bottom indices [B, H/s, W/s, G]) (eval)."""
+        top, bottom = self._quantize(x, False)
+        return top[1], bottom[1]
+
+    def synthesis(self, indices_top: jax.Array, indices_bottom: jax.Array) -> jax.Array:
+        return self._synthesize(
+            self.quantizer_top.decode(indices_top), self.quantizer_bottom.decode(indices_bottom)
+        )
+
+    def index_counts(self, x: jax.Array) -> dict[str, list[jax.Array]]:
+        """Code counts of both levels' eval-mode indices (see `nlq.fit_priors`)."""
+        top, bottom = self.analysis(x)
+        return {
+            "prior_top": code_counts(self.quantizer_top.num_codes, self.conditional_prior, top),
+            "prior_bottom": code_counts(
+                self.quantizer_bottom.num_codes, self.conditional_prior, bottom
+            ),
+        }
+
+
+def build_tables(model: Model, params: dict) -> dict:
+    """Coding tables of both index arrays (a pure function of the priors' parameters)."""
+    return {
+        level: categorical.build_tables(index_prior(model), params[f"prior_{level}"])
+        for level in LEVELS
+    }
+
+
+def latent_shapes(model: Model, height: int, width: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of the coded index arrays for a (padded) image size."""
+    groups = len(build_quantizer(model).num_codes)
+    s = model.bottom_stride
+    return {
+        "top": (1, height // 16, width // 16, groups),
+        "bottom": (1, height // s, width // s, groups),
+    }
+
+
+def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
+    """Padded images [B, H, W, 3] → each image's streams [top, bottom]."""
+    prior = index_prior(runner.model)
+    top, bottom = runner.call("analysis", x)
+    return [
+        [
+            encode_indices(runner.coder("top"), prior, t[None]),
+            encode_indices(runner.coder("bottom"), prior, b[None]),
+        ]
+        for t, b in zip(top, bottom)
+    ]
+
+
+def decompress(runner: base.Runner, streams: list[bytes], height: int, width: int) -> np.ndarray:
+    """Inverse of `compress`: the reconstruction [1, H, W, 3] (float, unclipped)."""
+    shapes = latent_shapes(runner.model, height, width)
+    prior = index_prior(runner.model)
+    top, bottom = (
+        decode_indices(runner.coder(level), prior, data, shapes[level])
+        for level, data in zip(LEVELS, streams)
+    )
+    return runner.call("synthesis", top, bottom)

@@ -1,0 +1,202 @@
+"""NLQ and VQ-VAE-2: the model contract, and bitstreams that decode exactly, for every quantizer.
+
+The exactness tests compare the decoder's reconstruction with the eval-mode forward's, bit for
+bit, at an odd image size (the codec pads), for each quantizer of `nlq_jax.quantizers`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from nlq_jax import checkpoint, losses, models, train
+from nlq_jax.codec import container
+from nlq_jax.codec.api import Codec, pad_to_multiple, to_model_input
+from nlq_jax.config_base import discrete_base
+from nlq_jax.errors import CheckpointError, FormatError
+from nlq_jax.models import nlq
+
+TINY = {"N": 16, "latent_dim": 8, "codebook_size": 32}
+# name → (model, kwargs): every quantizer, a conditional prior, and the two-level model.
+VARIANTS = {
+    "vq": ("nlq", {"quantizer": "vq"}),
+    "rvq": ("nlq", {"quantizer": "rvq", "num_stages": 3}),
+    "rvq-conditional": ("nlq", {"quantizer": "rvq", "num_stages": 2, "conditional_prior": True}),
+    "pvq": ("nlq", {"quantizer": "pvq", "groups": 2}),
+    "fsq": ("nlq", {"quantizer": "fsq", "levels": (5, 5, 3)}),
+    "scalar": ("nlq", {"quantizer": "scalar", "levels": (7,)}),
+    "gumbel": ("nlq", {"quantizer": "gumbel"}),
+    "vqvae2": ("vqvae2", {"quantizer": "vq"}),
+    "vqvae2-s4-rvq": ("vqvae2", {"quantizer": "rvq", "bottom_stride": 4, "num_stages": 2}),
+}
+RNGS = {"params": 0, "noise": 1, "quantizer": 2}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _rngs(offset: int = 0) -> dict:
+    return {k: jax.random.PRNGKey(v + offset) for k, v in RNGS.items()}
+
+
+def _images(shape=(2, 48, 64, 3), seed=0) -> np.ndarray:
+    x = np.random.default_rng(seed).uniform(size=shape).astype(np.float32)
+    return (x + np.roll(x, 1, axis=1) + np.roll(x, 1, axis=2)) / 3  # a little structure
+
+
+def random_codec(variant: str) -> Codec:
+    """Random weights; the quantizer state after one training call (k-means initialised)."""
+    name, kwargs = VARIANTS[variant]
+    kwargs = TINY | kwargs
+    model = models.get_model(name, **kwargs)
+    x = _images()
+    variables = dict(model.init(_rngs(), x, training=True))
+    _, state = model.apply(variables, x, training=True, rngs=_rngs(1), mutable=["quantizer_state"])
+    variables.update(state)
+    params = variables.pop("params")
+    return Codec(name, kwargs, params, model_state=variables, label=variant)
+
+
+def test_forward_contract():
+    model = models.get_model("nlq", **TINY, quantizer="rvq", num_stages=2)
+    x = _images()
+    variables = model.init(_rngs(), x, training=True)
+    assert {"g_a", "g_s", "prior"} <= set(variables["params"])
+    assert set(variables) == {"params", "quantizer_state"}  # EMA codebooks: no params
+    assert set(variables["quantizer_state"]) == {"latent_quantizer"}
+    for training in (True, False):
+        out, _ = model.apply(
+            variables, x, training=training, rngs=_rngs(1), mutable=["quantizer_state"]
+        )
+        assert out["x_hat"].shape == x.shape
+        assert set(out["bits"]) == {"indices"} and out["bits"]["indices"].shape == (2,)
+        assert {"loss", "usage", "perplexity", "dead_codes", "fixed_bits"} <= set(out["aux"])
+        positions = (48 // 16) * (64 // 16)
+        expected = positions * 2 * math.log2(32)  # S·log2 K per position, by hand
+        np.testing.assert_allclose(out["aux"]["fixed_bits"], [expected] * 2, rtol=1e-6)
+        # A fresh prior is uniform: the rate is exactly the fixed-length one.
+        np.testing.assert_allclose(out["bits"]["indices"], out["aux"]["fixed_bits"], rtol=1e-5)
+        _, metrics = losses.rate_distortion_loss(x, out, 0.01)
+        assert {"aux_loss", "fixed_bpp", "usage", "perplexity", "dead_codes"} <= set(metrics)
+        np.testing.assert_allclose(metrics["fixed_bpp"], expected / (48 * 64), rtol=1e-6)
+
+
+def test_default_sizes_and_configs_build_the_models():
+    for q in range(1, 9):
+        sizes = nlq.get_default_sizes(q)
+        assert sizes["num_stages"] >= 1 and sizes["codebook_size"] > 1
+    with pytest.raises(ValueError):
+        nlq.get_default_sizes(0)
+    for name in ("vqvae", "rvq", "pvq", "fsq", "vqvae2"):
+        spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for arg in (None, "runlocal"):
+            c = module.get_config(arg)
+            model = models.get_model(c.model.name, **train.model_kwargs(c))
+            assert c.data.crop_size % model.stride == 0
+            assert math.prod(nlq.build_quantizer(model).num_codes) > 1
+    with pytest.raises(AttributeError):
+        discrete_base("nlq").lock().model.codebook_sise = 3  # a typo is an error
+
+
+def test_fit_priors_is_the_smoothed_code_frequency():
+    model = models.get_model("nlq", **TINY, quantizer="rvq", num_stages=2, conditional_prior=True)
+    indices = np.random.default_rng(0).integers(0, 32, size=(3, 5, 7, 2)).astype(np.int32)
+    counts = nlq.code_counts((32, 32), True, indices)
+    params = {"prior": {"logits_0": np.zeros(32), "logits_1": np.zeros((32, 32))}}
+    fitted = nlq.fit_priors(model, params, {"prior": counts}, alpha=0.5)["prior"]
+    # Independent computation: numpy histograms of the codes and of the (previous, code) pairs.
+    marginal = np.bincount(indices[..., 0].ravel(), minlength=32) + 0.5
+    pairs = np.zeros((32, 32))
+    np.add.at(pairs, (indices[..., 0].ravel(), indices[..., 1].ravel()), 1)
+    for logits, expected in ((fitted["logits_0"], marginal), (fitted["logits_1"], pairs + 0.5)):
+        p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        np.testing.assert_allclose(p, expected / expected.sum(-1, keepdims=True), rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_decompress_equals_eval_forward_exactly(variant):
+    codec = random_codec(variant)
+    pixels = (_images((37, 51, 3), seed=3) * 255).astype(np.uint8)  # odd size: padded to 48×64
+    data = codec.compress(pixels)
+    header, x_hat = codec.decompress_float(data)
+    forward = codec.forward(pixels)
+    assert x_hat.shape == (37, 51, 3)
+    np.testing.assert_array_equal(x_hat, forward["x_hat"][0])
+    # The decoded indices are the eval-mode encoder's, and the coder spends about the prior's
+    # information (its overhead: a 32-bit flush per stream, an RVQ's stage byte).
+    x = pad_to_multiple(to_model_input(pixels), codec.model.stride)
+    expected = codec.runner.call("analysis", x)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    shapes = codec.module.latent_shapes(codec.model, 48, 64)
+    _, streams = container.unpack(data)
+    prior = nlq.index_prior(codec.model)
+    for (key, shape), stream, indices in zip(shapes.items(), streams, expected):
+        coder = codec.runner.coder(key)
+        if codec.model_name == "nlq" and codec.model.quantizer == "rvq":  # the stage count
+            assert stream[0] == codec.model.num_stages
+            stream = stream[1:]
+        decoded = nlq.decode_indices(coder, prior, stream, shape)
+        np.testing.assert_array_equal(decoded, indices, err_msg=key)
+    information = sum(float(b[0]) for b in forward["bits"].values())
+    payload = 8 * sum(len(s) for s in streams)
+    assert information - 1 <= payload <= information + len(streams) * (32 + 8) + 8
+    assert codec.decompress(data).shape == (37, 51, 3)
+
+
+@pytest.mark.slow
+def test_rvq_prefix_files_and_bad_stage_counts():
+    codec = random_codec("rvq-conditional")
+    pixels = (_images((40, 40, 3), seed=4) * 255).astype(np.uint8)
+    full, prefix = codec.compress(pixels), codec.compress(pixels, num_stages=1)
+    assert len(prefix) < len(full)
+    _, x1 = codec.decompress_float(prefix)
+    # A 1-stage file decodes to the synthesis of the first stage's code alone.
+    x = pad_to_multiple(to_model_input(pixels), 16)
+    indices = codec.runner.call("analysis", x)
+    np.testing.assert_array_equal(x1, codec.runner.call("synthesis", indices[..., :1])[0, :40, :40])
+    with pytest.raises(ValueError, match="num_stages"):
+        codec.compress(pixels, num_stages=3)
+    header, streams = container.unpack(full)
+    for count in (0, 3):
+        bad = container.pack(header, [bytes([count]) + streams[0][1:]])
+        with pytest.raises(FormatError, match="stage count"):
+            codec.decompress(bad)
+    with pytest.raises(ValueError, match="num_stages"):
+        random_codec("fsq").compress(pixels, num_stages=1)
+
+
+@pytest.mark.slow
+def test_export_keeps_the_quantizer_state(tmp_path):
+    codec = random_codec("vq")
+    assert set(codec.model_state) == {"quantizer_state"}
+    # Without model state the fingerprint is that of params and tables, as before.
+    plain = checkpoint.model_hash(codec.params, codec.tables)
+    assert checkpoint.model_hash(codec.params, codec.tables, {}) == plain != codec.hash
+    restored = Codec.load(codec.save(tmp_path / "export"))
+    assert restored.hash == codec.hash
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(codec.model_state), leaves(restored.model_state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    pixels = (_images((33, 35, 3), seed=5) * 255).astype(np.uint8)
+    data = codec.compress(pixels)
+    assert restored.compress(pixels) == data
+    np.testing.assert_array_equal(restored.decompress(data), codec.decompress(data))
+    # Other codebooks, same params and tables: the file is refused, the export is refused.
+    state = jax.tree_util.tree_map(lambda a: a, codec.model_state)
+    state["quantizer_state"] = dict(state["quantizer_state"])
+    q = dict(state["quantizer_state"]["latent_quantizer"])
+    q["codebook"] = q["codebook"] * 1.001
+    state["quantizer_state"]["latent_quantizer"] = q
+    other = Codec("nlq", codec.model_kwargs, codec.params, codec.tables, model_state=state)
+    assert other.hash != codec.hash
+    meta = (tmp_path / "export" / "model.json").read_text()
+    other.save(tmp_path / "export")
+    (tmp_path / "export" / "model.json").write_text(meta)
+    with pytest.raises(CheckpointError, match="hash"):
+        Codec.load(tmp_path / "export")
