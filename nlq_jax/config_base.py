@@ -167,7 +167,9 @@ def discrete_base(model_name: str) -> ml_collections.ConfigDict:
     m.dead_code_threshold = 1.0
     m.kmeans_init = True  # initialise the codebooks by k-means on the first training batch
     m.stage_dropout = 1.0  # fraction of examples trained on a random RVQ stage prefix (0: off)
-    m.temperature = 1.0  # Gumbel-softmax temperature (gumbel)
+    m.temperature = 1.0  # Gumbel-softmax temperature (gumbel), the start of its schedule
+    m.temperature_end = 1.0 / 16  # temperature after temperature_decay_steps steps (gumbel)
+    m.temperature_decay_steps = 0  # exponential annealing over this many steps (0: constant)
     m.conditional_prior = False  # prior of index group g conditioned on the code of group g − 1
     c.prior_fit_batches = 200  # before export, fit the priors to the codes of 200 batches
     c.lmbda = DISCRETE_LAMBDA  # weight of λ·255²·MSE against the quantizer losses (see above)

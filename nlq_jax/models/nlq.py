@@ -96,7 +96,12 @@ def build_quantizer(model: nn.Module) -> nn.Module:
         return quantizers.get_quantizer("scalar", levels=per_channel, dim=d)
     if name == "gumbel":
         return quantizers.get_quantizer(
-            "gumbel", codebook_size=k, dim=d, temperature=model.temperature
+            "gumbel",
+            codebook_size=k,
+            dim=d,
+            temperature=model.temperature,
+            temperature_end=model.temperature_end,
+            temperature_decay_steps=model.temperature_decay_steps,
         )
     raise ValueError(f"unknown quantizer {name!r}; known: {', '.join(quantizers.QUANTIZERS)}")
 
@@ -145,7 +150,9 @@ class Model(nn.Module):
       kmeans_init: initialise the codebooks by k-means on the first training batch.
       stage_dropout: fraction of the training examples that use a random prefix of the RVQ
         stages (quantizer dropout; trains the coarser prefix codes too; 0: off).
-      temperature: Gumbel-softmax temperature (gumbel).
+      temperature: Gumbel-softmax temperature (gumbel), the start of its schedule.
+      temperature_end: the temperature after `temperature_decay_steps` training steps.
+      temperature_decay_steps: steps of exponential annealing (0: constant temperature).
       conditional_prior: the prior of index group g is conditioned on the code of group g − 1
         (e.g. RVQ stage s on stage s − 1).
     """
@@ -166,6 +173,8 @@ class Model(nn.Module):
     kmeans_init: bool = True
     stage_dropout: float = 1.0
     temperature: float = 1.0
+    temperature_end: float = 1.0 / 16
+    temperature_decay_steps: int = 0
     conditional_prior: bool = False
 
     stride = 16  # input sizes must be multiples of this (the codec pads)

@@ -82,7 +82,7 @@ class Model(nn.Module):
       dead_code_threshold: codes used less than this (EMA count) are restarted (0: never).
       kmeans_init: initialise the codebooks by k-means on the first training batch.
       stage_dropout: fraction of the examples trained with a random prefix of RVQ stages.
-      temperature: Gumbel-softmax temperature (gumbel).
+      temperature, temperature_end, temperature_decay_steps: the Gumbel-softmax schedule.
       conditional_prior: each level's index group g is conditioned on its group g − 1.
     """
 
@@ -102,6 +102,8 @@ class Model(nn.Module):
     kmeans_init: bool = True
     stage_dropout: float = 1.0
     temperature: float = 1.0
+    temperature_end: float = 1.0 / 16
+    temperature_decay_steps: int = 0
     conditional_prior: bool = False
 
     stride = 16  # input sizes must be multiples of this (the codec pads)

@@ -8,10 +8,12 @@ sec. 2.2, "Straight-Through Gumbel-Softmax"). In eval the code is argmax ℓ. A 
 uniform prior, KL(softmax(ℓ) ‖ U(K)), keeps the codes in use (as in DALL·E's dVAE, Ramesh et
 al. 2021, sec. 2.1, and taming-transformers' GumbelQuantize).
 
-Temperature. τ is `temperature` unless the call passes `temperature=` (a float or a traced
-scalar). To anneal it, the model computes `temperature_schedule(step, ...)` from the train
-step (e.g. a `step` argument or a counter it holds) and passes it to the quantizer's call;
-inside `jit` the schedule is an ordinary traced scalar, so the step does not recompile.
+Temperature. With `temperature_decay_steps` > 0, τ anneals from `temperature` to
+`temperature_end` by `temperature_schedule`, driven by a counter of training calls kept in the
+"quantizer_state" collection (advanced when that collection is mutable, i.e. in the trainer's
+step; saved and resumed with the checkpoint), so a config sets the schedule and nothing else
+has to pass the step in. Otherwise τ is `temperature`. A call may still pass `temperature=`
+(a float or a traced scalar), which wins.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nlq_jax.quantizers.vq import code_statistics, histogram
+from nlq_jax.quantizers.vq import STATE, code_statistics, histogram
 
 
 def temperature_schedule(
@@ -46,7 +48,9 @@ class GumbelQuantizer(nn.Module):
     Attributes:
       codebook_size: K.
       dim: D (None: from the input).
-      temperature: τ when the call gives none.
+      temperature: τ when the call gives none (the start of the schedule, if any).
+      temperature_end: τ at the end of the schedule.
+      temperature_decay_steps: training calls over which τ anneals (0: constant τ).
       hard: straight-through one-hot forward (else the soft mixture y·E, whose indices are
         the argmax of the sample).
       kl_weight: weight of the KL to the uniform prior.
@@ -55,6 +59,8 @@ class GumbelQuantizer(nn.Module):
     codebook_size: int
     dim: int | None = None
     temperature: float = 1.0
+    temperature_end: float = 1.0 / 16
+    temperature_decay_steps: int = 0
     hard: bool = True
     kl_weight: float = 5e-4
 
@@ -84,8 +90,21 @@ class GumbelQuantizer(nn.Module):
         codebook = self.param("codebook", nn.initializers.normal(1.0), (k, dim), jnp.float32)
         logits = nn.Dense(k, name="logits")(z.astype(jnp.float32))
 
+        if self.temperature_decay_steps > 0:
+            calls = self.variable(STATE, "calls", lambda: jnp.zeros((), jnp.int32))
         if train:
-            tau = self.temperature if temperature is None else temperature
+            tau = temperature
+            if tau is None and self.temperature_decay_steps > 0:
+                tau = temperature_schedule(
+                    calls.value,
+                    self.temperature,
+                    self.temperature_end,
+                    self.temperature_decay_steps,
+                )
+                if self.is_mutable_collection(STATE) and not self.is_initializing():
+                    calls.value = calls.value + 1
+            elif tau is None:
+                tau = self.temperature
             key = rng if rng is not None else self.make_rng("quantizer")
             # Drawn flat: XLA:CPU compiles threefry over a rank-4 shape ~10× slower.
             noise = jax.random.gumbel(key, (logits.size,)).reshape(logits.shape)

@@ -38,3 +38,25 @@ def test_temperature_schedule_anneals_exponentially():
     np.testing.assert_allclose(sched, [1.0, 0.25, 0.0625, 0.0625], rtol=1e-6)
     # A traced step works inside jit.
     assert float(jax.jit(temperature_schedule)(jnp.asarray(50), 1.0, 0.0625, 100)) == 0.25
+
+
+def test_scheduled_temperature_follows_the_count_of_training_calls():
+    gq = GumbelQuantizer(6, 3, hard=False, temperature=1.0, temperature_end=0.25,
+                         temperature_decay_steps=4)  # fmt: skip
+    variables = gq.init({"params": KEY}, Z, train=False)
+    assert int(variables["quantizer_state"]["calls"]) == 0
+    fixed = GumbelQuantizer(6, 3, hard=False)
+    for n in range(6):
+        (z_q, _, _), state = gq.apply(
+            variables, Z, train=True, rng=KEY, mutable=["quantizer_state"]
+        )
+        tau = float(temperature_schedule(n, 1.0, 0.25, 4))
+        expected, _, _ = fixed.apply(
+            {"params": variables["params"]}, Z, train=True, rng=KEY, temperature=tau
+        )
+        np.testing.assert_allclose(z_q, expected, rtol=1e-5, atol=1e-6)
+        variables = {**variables, **state}
+        assert int(variables["quantizer_state"]["calls"]) == n + 1
+    # Eval neither reads the schedule nor advances it.
+    gq.apply(variables, Z, train=False)
+    assert tau == 0.25
