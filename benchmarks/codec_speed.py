@@ -33,9 +33,12 @@ PEERS = {
 }
 
 
-def ours(name: str, pixels: np.ndarray, quality: int, repeats: int) -> dict:
+def ours(
+    name: str, pixels: np.ndarray, quality: int, repeats: int, kwargs: dict | None = None
+) -> dict:
+    """Times model `name` with random weights at `quality`'s sizes (or `kwargs`)."""
     module = models.get_module(name)
-    kwargs = module.get_default_sizes(quality)
+    kwargs = module.get_default_sizes(quality) if kwargs is None else kwargs
     model = module.Model(**kwargs)
     x = np.zeros((1, model.stride, model.stride, 3), np.float32)
     params = model.init(
