@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("input", help="image file (PNG, JPEG, ...)")
         parser.add_argument("output", help="the .nlq file to write")
         parser.add_argument("--checkpoint", required=True, help="export directory of the model")
+        parser.add_argument(
+            "--num-stages",
+            type=int,
+            help="code only the first stages of an RVQ model (a smaller, coarser file)",
+        )
     elif command == "decompress":
         parser.add_argument("input", help=".nlq file")
         parser.add_argument("output", help="image to write (.png)")
@@ -30,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
             "--checkpoint", help="export directory of the model (default: the one that wrote it)"
         )
     elif command == "init":
-        parser.add_argument("--model", required=True, help="factorized | hyperprior | mean_scale")
+        parser.add_argument("--model", required=True, help="a model name (see nlq_jax.models)")
         parser.add_argument("--quality", type=int, default=3, help="CompressAI quality 1..8")
         parser.add_argument("--seed", type=int, default=0, help="initialization seed")
         parser.add_argument("--out", required=True, help="export directory to write")
@@ -69,8 +74,16 @@ def _compress(args) -> int:
     for note in image.notes:
         _say(args, f"note: {note}")
     codec = Codec.load(args.checkpoint)
+    options = {}
+    if args.num_stages is not None:
+        stages = getattr(codec.model, "num_stages", 0)
+        if getattr(codec.model, "quantizer", None) != "rvq" or codec.model_name != "nlq":
+            raise NLQError("--num-stages applies to an RVQ model (nlq with quantizer=rvq)")
+        if not 1 <= args.num_stages <= stages:
+            raise NLQError(f"--num-stages must be in 1..{stages} for this model")
+        options["num_stages"] = args.num_stages
     start = time.perf_counter()
-    data = codec.compress(image.pixels, channels=image.channels)
+    data = codec.compress(image.pixels, channels=image.channels, **options)
     seconds = time.perf_counter() - start
     _write(args.output, data)
     h, w = image.pixels.shape[:2]

@@ -200,3 +200,26 @@ def test_export_keeps_the_quantizer_state(tmp_path):
     (tmp_path / "export" / "model.json").write_text(meta)
     with pytest.raises(CheckpointError, match="hash"):
         Codec.load(tmp_path / "export")
+
+
+def test_cli_codes_rvq_prefixes_and_refuses_them_elsewhere(tmp_path, capsys):
+    from PIL import Image
+
+    from nlq_jax import cli
+
+    export = random_codec("rvq").save(tmp_path / "rvq")
+    src = tmp_path / "in.png"
+    Image.fromarray((_images((40, 40, 3), seed=6) * 255).astype(np.uint8)).save(src)
+    sizes = {}
+    for n in (1, 3):
+        out = tmp_path / f"s{n}.nlq"
+        argv = ["compress", str(src), str(out), "--checkpoint", str(export), "--num-stages"]
+        assert cli.main([*argv, str(n), "-q"]) == 0
+        sizes[n] = out.stat().st_size
+        assert cli.main(["decompress", str(out), str(tmp_path / f"s{n}.png"), "-q"]) == 0
+    assert sizes[1] < sizes[3]
+    other = random_codec("fsq").save(tmp_path / "fsq")
+    for directory, n in ((export, 4), (other, 1)):
+        argv = ["compress", str(src), str(tmp_path / "x.nlq"), "--checkpoint", str(directory)]
+        assert cli.main([*argv, "--num-stages", str(n)]) == 2
+        assert "--num-stages" in capsys.readouterr().err
