@@ -43,7 +43,7 @@ import numpy as np
 from nlq_jax.entropy import coder, gaussian
 from nlq_jax.entropy import factorized as factorized_prior
 from nlq_jax.layers.conv import DownConv, UpConv
-from nlq_jax.models import base
+from nlq_jax.models import base, hyperprior
 from nlq_jax.models.factorized import analysis_transform, synthesis_transform
 from nlq_jax.models.hyperprior import _conv3x3, build_tables, latent_shapes
 from nlq_jax.quantizers.scalar import quantize
@@ -247,16 +247,14 @@ def _code_slices(runner: base.Runner, psi: tuple[np.ndarray, np.ndarray], code_s
 
 def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
     """Padded images [B, H, W, 3] → each image's streams [z, y]."""
-    t = runner.tables
     d = runner.model.M // runner.model.num_slices
     y, z = runner.call("analysis", x)
     out = []
     for y1, z1 in zip(y, z):
-        z_sym = base.symbols(z1[None], t["z_medians"])
-        z_stream = runner.coder("z").encode(z_sym, base.channel_indexes(z_sym.shape))
+        z_stream, z_hat = hyperprior.encode_z(runner, z1)
         # Every step runs the decoder's own computation (one image at a time, the same compiled
         # functions, the same inputs), so both sides see identical indexes and means.
-        psi = runner.call("hyper_synthesis", base.dequantize(z_sym, t["z_medians"]))
+        psi = runner.call("hyper_synthesis", z_hat)
         encoder = coder.new_encoder()
 
         def code_slice(k, indexes, means, y1=y1, encoder=encoder):
@@ -271,10 +269,9 @@ def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
 
 def decompress(runner: base.Runner, streams: list[bytes], height: int, width: int) -> np.ndarray:
     """Inverse of `compress`: the reconstruction [1, H, W, 3] (float, unclipped)."""
-    t = runner.tables
     shapes = latent_shapes(runner.model, height, width)
-    z_sym = runner.coder("z").decode(streams[0], base.channel_indexes(shapes["z"]))
-    psi = runner.call("hyper_synthesis", base.dequantize(z_sym, t["z_medians"]))
+    z_hat = hyperprior.decode_z(runner, streams[0], shapes["z"])
+    psi = runner.call("hyper_synthesis", z_hat)
     decoder = coder.new_decoder(streams[1])
 
     def code_slice(k, indexes, means):

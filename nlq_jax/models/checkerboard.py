@@ -39,7 +39,7 @@ import numpy as np
 
 from nlq_jax.entropy import coder, gaussian
 from nlq_jax.entropy.context import entropy_parameters
-from nlq_jax.models import base, mean_scale
+from nlq_jax.models import base, hyperprior, mean_scale
 from nlq_jax.models.hyperprior import build_tables, latent_shapes
 from nlq_jax.models.joint import get_default_sizes  # mbt2018's (N, M), the paper's base
 from nlq_jax.quantizers.scalar import quantize
@@ -166,14 +166,11 @@ class Model(mean_scale.Model):
 
 def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
     """Padded images [B, H, W, 3] → each image's streams [z, y]."""
-    t = runner.tables
     y, z = runner.call("analysis", x)
     anchors = anchor_mask(*y.shape[1:3])
     out = []
     for y1, z1 in zip(y, z):
-        z_sym = base.symbols(z1[None], t["z_medians"])
-        z_stream = runner.coder("z").encode(z_sym, base.channel_indexes(z_sym.shape))
-        z_hat = base.dequantize(z_sym, t["z_medians"])
+        z_stream, z_hat = hyperprior.encode_z(runner, z1)
         # Each step's indexes and means come from the decoder's own computation (one image at
         # a time, the same compiled functions, the same inputs), so both sides agree exactly.
         encoder = coder.new_encoder()
@@ -191,10 +188,8 @@ def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
 
 def decompress(runner: base.Runner, streams: list[bytes], height: int, width: int) -> np.ndarray:
     """Inverse of `compress`: the reconstruction [1, H, W, 3] (float, unclipped)."""
-    t = runner.tables
     shapes = latent_shapes(runner.model, height, width)
-    z_sym = runner.coder("z").decode(streams[0], base.channel_indexes(shapes["z"]))
-    z_hat = base.dequantize(z_sym, t["z_medians"])
+    z_hat = hyperprior.decode_z(runner, streams[0], shapes["z"])
     anchors = anchor_mask(*shapes["y"][1:3])
     decoder = coder.new_decoder(streams[1])
     y_hat = np.zeros(shapes["y"], np.float32)

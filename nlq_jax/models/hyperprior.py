@@ -124,17 +124,30 @@ def latent_shapes(model: Model, height: int, width: int) -> dict[str, tuple[int,
     }
 
 
+def encode_z(runner: base.Runner, z: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """One image's side information z [h, w, N] → (its stream under the factorized prior, ẑ
+    [1, h, w, N] as the decoder will have it). Shared by the models with a hyperprior."""
+    medians = runner.tables["z_medians"]
+    z_sym = base.symbols(z[None], medians)
+    stream = runner.coder("z").encode(z_sym, base.channel_indexes(z_sym.shape))
+    return stream, base.dequantize(z_sym, medians)
+
+
+def decode_z(runner: base.Runner, stream: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of `encode_z`: ẑ of `shape` [1, h, w, N]."""
+    z_sym = runner.coder("z").decode(stream, base.channel_indexes(shape))
+    return base.dequantize(z_sym, runner.tables["z_medians"])
+
+
 def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
     """Padded images [B, H, W, 3] → each image's streams [z, y]."""
-    t = runner.tables
     y, z = runner.call("analysis", x)
     out = []
     for y1, z1 in zip(y, z):
-        z_sym = base.symbols(z1[None], t["z_medians"])
-        z_stream = runner.coder("z").encode(z_sym, base.channel_indexes(z_sym.shape))
+        z_stream, z_hat = encode_z(runner, z1)
         # The decoder's own computation (one image at a time, the same compiled function), so
         # both sides see identical indexes and means.
-        indexes, means = runner.call("hyper_synthesis", base.dequantize(z_sym, t["z_medians"]))
+        indexes, means = runner.call("hyper_synthesis", z_hat)
         y_stream = runner.coder("y").encode(base.symbols(y1[None], means), indexes)
         out.append([z_stream, y_stream])
     return out
@@ -142,9 +155,8 @@ def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
 
 def decompress(runner: base.Runner, streams: list[bytes], height: int, width: int) -> np.ndarray:
     """Inverse of `compress`: the reconstruction [1, H, W, 3] (float, unclipped)."""
-    t = runner.tables
     shapes = latent_shapes(runner.model, height, width)
-    z_sym = runner.coder("z").decode(streams[0], base.channel_indexes(shapes["z"]))
-    indexes, means = runner.call("hyper_synthesis", base.dequantize(z_sym, t["z_medians"]))
+    z_hat = decode_z(runner, streams[0], shapes["z"])
+    indexes, means = runner.call("hyper_synthesis", z_hat)
     y_sym = runner.coder("y").decode(streams[1], indexes)
     return runner.call("synthesis", base.dequantize(y_sym, means))

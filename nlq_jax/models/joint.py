@@ -43,7 +43,7 @@ from nlq_jax.entropy.context import (
     wavefront_schedule,
 )
 from nlq_jax.errors import FormatError
-from nlq_jax.models import base, mean_scale
+from nlq_jax.models import base, hyperprior, mean_scale
 from nlq_jax.quantizers.scalar import quantize
 
 __all__ = ["Model", "build_tables", "compress", "decompress", "get_default_sizes", "latent_shapes"]
@@ -212,13 +212,11 @@ def _session_step(t, indexes, means):
 
 def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
     """Padded images [B, H, W, 3] → each image's streams [z, y]."""
-    t = runner.tables
     y, z = runner.call("analysis", x)
     out = []
     for y1, z1 in zip(y, z):
-        z_sym = base.symbols(z1[None], t["z_medians"])
-        z_stream = runner.coder("z").encode(z_sym, base.channel_indexes(z_sym.shape))
-        hyper = runner.call("hyper_params", base.dequantize(z_sym, t["z_medians"]))
+        z_stream, z_hat = hyperprior.encode_z(runner, z1)
+        hyper = runner.call("hyper_params", z_hat)
         session = _Session(runner.coder("y"), y1.shape[0], y1.shape[1], y=y1)
         session.run(runner, hyper)
         out.append([z_stream, range_coder.finish(session.encoder)])
@@ -227,10 +225,9 @@ def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
 
 def decompress(runner: base.Runner, streams: list[bytes], height: int, width: int) -> np.ndarray:
     """Inverse of `compress`: the reconstruction [1, H, W, 3] (float, unclipped)."""
-    t = runner.tables
     shapes = latent_shapes(runner.model, height, width)
-    z_sym = runner.coder("z").decode(streams[0], base.channel_indexes(shapes["z"]))
-    hyper = runner.call("hyper_params", base.dequantize(z_sym, t["z_medians"]))
+    z_hat = hyperprior.decode_z(runner, streams[0], shapes["z"])
+    hyper = runner.call("hyper_params", z_hat)
     h, w = shapes["y"][1:3]
     y_hat = _Session(runner.coder("y"), h, w, data=streams[1]).run(runner, hyper)
     if not np.isfinite(y_hat).all():
