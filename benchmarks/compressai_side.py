@@ -80,7 +80,9 @@ def train(args) -> dict:
         aux_opt.step()
         times.append(time.perf_counter() - t0)
     step = statistics.median(times[1:])
-    return {args.model: {"step_s": step, "images_per_s": args.batch / step}}
+    return {
+        args.model: {"step_s": step, "images_per_s": args.batch / step, "step_times": times[1:]}
+    }
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ The gradient of ``"transpose"`` is ~21x slower on XLA:CPU (21-29x over three run
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Literal
 
@@ -142,7 +143,197 @@ def phase_kernel(kernel: jax.Array, stride: int = 2) -> tuple[jax.Array, int]:
     return phase.reshape(taps, taps, cin, stride * stride * cout), d_min
 
 
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, strides, padding) -> jax.Array:
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=strides, padding=padding, dimension_numbers=_DIMS
+    )
+
+
+def _tap_stack(x: jax.Array, k: tuple[int, int], start, strides, out_hw) -> jax.Array:
+    """``(N, oh, ow, ky*kx, C)``: tap ``(i, j)`` is ``x[:, start_y - i ...]`` or ``+ i``."""
+    (ky, kx), (sy, sx), (oh, ow) = k, strides, out_hw
+    n, c = x.shape[0], x.shape[-1]
+    taps = []
+    for i in range(ky):
+        for j in range(kx):
+            y0, x0 = start(i, j)
+            taps.append(
+                jax.lax.slice(
+                    x,
+                    (0, y0, x0, 0),
+                    (n, y0 + sy * (oh - 1) + 1, x0 + sx * (ow - 1) + 1, c),
+                    (1, sy, sx, 1),
+                )
+            )
+    return jnp.stack(taps, axis=-2)
+
+
+def _kernel_grad_method(kernel_shape, strides) -> str:
+    """How the CPU kernel gradient is computed; see :func:`conv2d`."""
+    ky, kx, cin, cout = kernel_shape
+    if strides == (1, 1) and ky * kx * cout <= 256 and cin >= 4 * cout:
+        return "cols_of_grad"
+    if ky * kx * cin <= 2048 and cout >= 64:
+        return "cols_of_input"
+    return "xla"
+
+
+def _kernel_grad_cpu(x, g, kernel_shape, strides, padding):
+    ky, kx, cin, cout = kernel_shape
+    (lo_y, hi_y), (lo_x, hi_x) = padding
+    out_hw = g.shape[1:3]
+    method = _kernel_grad_method(kernel_shape, strides)
+    contract = (((0,), (0,)), ((), ()))
+    if method == "cols_of_input":
+        # dW[t, ci, co] = sum_u xpad[s*u + t, ci] g[u, co]: one (M, T*Cin)^T (M, Cout) product.
+        xp = jax.lax.pad(
+            x, jnp.zeros((), x.dtype), ((0, 0, 0), (lo_y, hi_y, 0), (lo_x, hi_x, 0), (0, 0, 0))
+        )
+        cols = _tap_stack(xp, (ky, kx), lambda i, j: (i, j), strides, out_hw)
+        dw = jax.lax.dot_general(cols.reshape(-1, ky * kx * cin), g.reshape(-1, cout), contract)
+        return dw.reshape(ky, kx, cin, cout)
+    if method == "cols_of_grad":
+        # Stride 1: dW[t, ci, co] = sum_v x[v, ci] g[v + lo - t, co]: x^T times the gradient's
+        # (shifted) columns, cheaper than the input's when Cout is small.
+        gp = jax.lax.pad(
+            g,
+            jnp.zeros((), g.dtype),
+            (
+                (0, 0, 0),
+                (ky - 1 - lo_y, ky - 1 - hi_y, 0),
+                (kx - 1 - lo_x, kx - 1 - hi_x, 0),
+                (0, 0, 0),
+            ),
+        )
+        cols = _tap_stack(gp, (ky, kx), lambda i, j: (ky - 1 - i, kx - 1 - j), (1, 1), x.shape[1:3])
+        dw = jax.lax.dot_general(x.reshape(-1, cin), cols.reshape(-1, ky * kx * cout), contract)
+        return dw.reshape(cin, ky, kx, cout).transpose(1, 2, 0, 3)
+    return _kernel_grad_xla(x, g, kernel_shape, strides, padding)
+
+
+def _kernel_grad_xla(x, g, kernel_shape, strides, padding):
+    w = jnp.zeros(kernel_shape, x.dtype)
+    return jax.vjp(lambda w_: _xla_conv(x, w_, strides, padding), w)[1](g)[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple, padding: tuple) -> jax.Array:
+    """NHWC/HWIO convolution whose kernel gradient is fast on XLA:CPU.
+
+    The value and the input gradient are XLA's. XLA:CPU computes the kernel gradient as a
+    convolution with a window as large as the image, which runs at a third of the forward
+    pass's speed; on CPU this computes it instead as one matrix product of stacked taps, of the
+    input (``cols_of_input``) or of the output gradient (``cols_of_grad``, stride 1, few output
+    channels), where that was measured faster (``benchmarks/README.md``, "train speed").
+    Other platforms keep XLA's gradient.
+
+    Args:
+      x: ``(N, H, W, Cin)``.
+      kernel: ``(kh, kw, Cin, Cout)``.
+      strides: ``(sy, sx)``.
+      padding: ``((lo_y, hi_y), (lo_x, hi_x))``.
+    """
+    return _xla_conv(x, kernel, strides, padding)
+
+
+def _conv2d_fwd(x, kernel, strides, padding):
+    return _xla_conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _input_grad_xla(g, kernel, x, strides, padding):
+    return jax.vjp(lambda x_: _xla_conv(x_, kernel, strides, padding), x)[1](g)[0]
+
+
+def _input_grad_by_phases(x_shape, kernel_shape, strides, padding) -> bool:
+    """Whether the input gradient is :func:`phase_conv`'s transposed conv (see :func:`conv2d`)."""
+    ky, kx = kernel_shape[:2]
+    s = strides[0]
+    return (
+        s > 1
+        and strides == (s, s)
+        and ky == kx
+        and ky % 2 == 1
+        and padding == ((ky // 2, ky // 2), (kx // 2, kx // 2))
+    )
+
+
+def _input_grad_cpu(g, kernel, x, strides, padding):
+    if not _input_grad_by_phases(x.shape, kernel.shape, strides, padding):
+        return _input_grad_xla(g, kernel, x, strides, padding)
+    # A stride-s conv with padding k//2 maps input i to output o with i = s*o - k//2 + t: its
+    # transpose is exactly `transposed_conv` of g with the channel-swapped kernel, cropped.
+    h, w = x.shape[1:3]
+    return phase_conv(g, jnp.swapaxes(kernel, 2, 3), strides[0])[:, :h, :w]
+
+
+def _conv2d_bwd(strides, padding, res, g):
+    x, kernel = res
+    dx = jax.lax.platform_dependent(
+        g,
+        kernel,
+        x,
+        cpu=lambda g_, k_, x_: _input_grad_cpu(g_, k_, x_, strides, padding),
+        default=lambda g_, k_, x_: _input_grad_xla(g_, k_, x_, strides, padding),
+    )
+    args = (kernel.shape, strides, padding)
+    dw = jax.lax.platform_dependent(
+        x,
+        g,
+        cpu=lambda x_, g_: _kernel_grad_cpu(x_, g_, *args),
+        default=lambda x_, g_: _kernel_grad_xla(x_, g_, *args),
+    )
+    return dx, dw.astype(kernel.dtype)
+
+
+conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+def conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    precision=None,
+    **kwargs,
+) -> jax.Array:
+    """``lax.conv_general_dilated`` for ``nn.Conv``, routed to :func:`conv2d` where it applies."""
+    plain = (
+        lhs.ndim == 4
+        and not isinstance(padding, str)
+        and all(d == 1 for d in (lhs_dilation or (1,)) + (rhs_dilation or (1,)))
+        and feature_group_count == 1
+        and precision is None
+        and not kwargs
+        and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+        == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DIMS)
+    )
+    if not plain:
+        return jax.lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            precision=precision,
+            **kwargs,
+        )
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    return conv2d(lhs, rhs, tuple(int(s) for s in window_strides), pads)
+
+
 def _conv(x: jax.Array, kernel: jax.Array, padding, lhs_dilation=(1, 1)) -> jax.Array:
+    if lhs_dilation == (1, 1):
+        return conv2d(x, kernel, (1, 1), tuple(tuple(p) for p in padding))
     return jax.lax.conv_general_dilated(
         x,
         kernel,
@@ -208,6 +399,7 @@ class DownConv(nn.Module):
             padding=((k // 2, k // 2), (k // 2, k // 2)),
             use_bias=self.use_bias,
             kernel_init=self.kernel_init,
+            conv_general_dilated=conv_general_dilated,
             name="conv",
         )(x)
 

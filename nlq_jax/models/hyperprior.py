@@ -23,7 +23,7 @@ import numpy as np
 
 from nlq_jax.entropy import factorized as factorized_prior
 from nlq_jax.entropy import gaussian
-from nlq_jax.layers.conv import DownConv, UpConv
+from nlq_jax.layers.conv import DownConv, UpConv, conv_general_dilated
 from nlq_jax.models import base
 from nlq_jax.models.factorized import analysis_transform, synthesis_transform
 
@@ -36,7 +36,9 @@ def get_default_sizes(quality: int) -> dict[str, int]:
 
 
 def _conv3x3(features: int) -> nn.Conv:
-    return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)))
+    return nn.Conv(
+        features, (3, 3), padding=((1, 1), (1, 1)), conv_general_dilated=conv_general_dilated
+    )
 
 
 class Model(nn.Module):

@@ -4,8 +4,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
-from nlq_jax.layers.conv import DownConv, UpConv, depth_to_space
+from nlq_jax.layers.conv import (
+    DownConv,
+    UpConv,
+    _input_grad_by_phases,
+    _kernel_grad_method,
+    conv2d,
+    conv_general_dilated,
+    depth_to_space,
+)
 
 
 def numpy_transposed_conv(x, kernel, bias, stride=2):
@@ -182,3 +191,59 @@ def test_even_kernel_and_unknown_method_are_refused():
         UpConv(1, kernel_size=4).init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="unknown method"):
         UpConv(1, method="nearest").init(jax.random.key(0), x)
+
+
+# (input H, W), kernel size, Cin, Cout, strides, padding: cases chosen so that every input- and
+# kernel-gradient path of `conv2d` on CPU is taken (checked below), at odd sizes.
+CONV2D_CASES = [
+    ((9, 7), 3, 16, 4, (1, 1), ((1, 1), (1, 1))),  # kernel grad: cols_of_grad
+    ((9, 7), 3, 8, 64, (1, 1), ((1, 1), (1, 1))),  # kernel grad: cols_of_input
+    ((13, 10), 5, 3, 64, (2, 2), ((2, 2), (2, 2))),  # cols_of_input, input grad by phases
+    ((11, 12), 5, 96, 8, (2, 2), ((2, 2), (2, 2))),  # XLA kernel grad, input grad by phases
+    ((10, 11), 3, 5, 7, (3, 3), ((1, 1), (1, 1))),  # stride 3 by phases
+    ((9, 8), 5, 4, 6, (2, 2), ((1, 2), (2, 1))),  # asymmetric padding: XLA's input grad
+]
+
+
+@pytest.mark.parametrize("case", CONV2D_CASES)
+def test_conv2d_value_and_gradients_equal_xla_autodiff(case):
+    (h, w), k, cin, cout, strides, padding = case
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(rng.normal(size=(2, h, w, cin)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(k, k, cin, cout)) / np.sqrt(k * k * cin), jnp.float32)
+
+    def reference(x, kernel):
+        return jax.lax.conv_general_dilated(
+            x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    y_ref, vjp_ref = jax.vjp(reference, x, kernel)
+    y, vjp = jax.vjp(lambda x, kernel: conv2d(x, kernel, strides, padding), x, kernel)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(y_ref))
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    for got, want in zip(jax.jit(vjp)(g), vjp_ref(g), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
+
+
+def test_conv2d_cases_cover_every_gradient_path():
+    methods = {_kernel_grad_method((k, k, ci, co), s) for _, k, ci, co, s, _ in CONV2D_CASES}
+    assert methods == {"cols_of_grad", "cols_of_input", "xla"}
+    by_phases = {
+        _input_grad_by_phases(None, (k, k, ci, co), s, p) for _, k, ci, co, s, p in CONV2D_CASES
+    }
+    assert by_phases == {True, False}
+
+
+def test_flax_conv_through_conv_general_dilated_equals_plain_conv():
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(1, 9, 8, 4)), jnp.float32)
+    for kwargs in ({"padding": ((2, 2), (2, 2)), "strides": 2}, {"padding": "SAME"}):
+        plain = nn.Conv(6, (5, 5), **kwargs)
+        routed = nn.Conv(6, (5, 5), conv_general_dilated=conv_general_dilated, **kwargs)
+        params = plain.init(jax.random.key(0), x)
+        grads = [
+            jax.grad(lambda p, m=m: jnp.sum(jnp.sin(m.apply(p, x))))(params)
+            for m in (plain, routed)
+        ]
+        for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
