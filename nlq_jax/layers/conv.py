@@ -8,10 +8,10 @@
 - ``"transpose"``: a transposed convolution with the semantics of PyTorch's
   ``ConvTranspose2d(k, stride=2, padding=k // 2, output_padding=1)``, the up-sampling of the
   Ballé et al. synthesis transforms (CompressAI's ``deconv()``).
-- ``"phase"``: the *same function with the same parameters* as ``"transpose"``, computed as a
-  stride-1 convolution that produces the ``stride**2`` output phases at once (a fixed
-  rearrangement of the ``k x k`` kernel, :func:`phase_kernel`: 3x3 with ``4 * features``
-  outputs for k = 5 and stride 2, 2x2 for k = 3) followed by :func:`depth_to_space`. A
+- ``"phase"``: the *same function with the same parameters* as ``"transpose"``, computed as
+  stride-1 convolutions that produce the ``stride**2`` output phases (:func:`phase_conv`: one
+  conv per phase with the kernel taps that reach it, or one conv with ``4 * features`` outputs
+  of the rearranged kernel, :func:`phase_kernel`), interleaved as by :func:`depth_to_space`. A
   checkpoint trained with one method runs with the other.
 - ``"subpixel"``: a different architecture, a 3x3 convolution to ``4 * features`` channels and
   :func:`depth_to_space` (Shi et al. 2016, "Real-time single image and video super-resolution
@@ -221,14 +221,18 @@ def _kernel_grad_xla(x, g, kernel_shape, strides, padding):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple, padding: tuple) -> jax.Array:
-    """NHWC/HWIO convolution whose kernel gradient is fast on XLA:CPU.
+    """NHWC/HWIO convolution whose gradients are fast on XLA:CPU.
 
-    The value and the input gradient are XLA's. XLA:CPU computes the kernel gradient as a
-    convolution with a window as large as the image, which runs at a third of the forward
-    pass's speed; on CPU this computes it instead as one matrix product of stacked taps, of the
-    input (``cols_of_input``) or of the output gradient (``cols_of_grad``, stride 1, few output
-    channels), where that was measured faster (``benchmarks/README.md``, "train speed").
-    Other platforms keep XLA's gradient.
+    The value is XLA's. On CPU the two gradients are computed otherwise than by autodiff
+    (other platforms keep XLA's):
+    - the input gradient of a stride-s convolution with padding ``k // 2`` (``DownConv``) is
+      XLA's convolution of an s-fold dilated input, mostly zeros; here it is the same function
+      as :func:`phase_conv` of the output gradient with the channel-swapped kernel
+      (``benchmarks/conv_grads.py``: 463 -> 189 ms for g_a's 128-channel 128² -> 64² layer);
+    - XLA:CPU computes the kernel gradient as a convolution with a window as large as the
+      image, at a third of the forward pass's speed; here it is one matrix product of stacked
+      taps, of the input (``cols_of_input``) or of the output gradient (``cols_of_grad``,
+      stride 1, few output channels), where that was measured faster.
 
     Args:
       x: ``(N, H, W, Cin)``.
@@ -247,7 +251,7 @@ def _input_grad_xla(g, kernel, x, strides, padding):
     return jax.vjp(lambda x_: _xla_conv(x_, kernel, strides, padding), x)[1](g)[0]
 
 
-def _input_grad_by_phases(x_shape, kernel_shape, strides, padding) -> bool:
+def _input_grad_by_phases(kernel_shape, strides, padding) -> bool:
     """Whether the input gradient is :func:`phase_conv`'s transposed conv (see :func:`conv2d`)."""
     ky, kx = kernel_shape[:2]
     s = strides[0]
@@ -261,7 +265,7 @@ def _input_grad_by_phases(x_shape, kernel_shape, strides, padding) -> bool:
 
 
 def _input_grad_cpu(g, kernel, x, strides, padding):
-    if not _input_grad_by_phases(x.shape, kernel.shape, strides, padding):
+    if not _input_grad_by_phases(kernel.shape, strides, padding):
         return _input_grad_xla(g, kernel, x, strides, padding)
     # A stride-s conv with padding k//2 maps input i to output o with i = s*o - k//2 + t: its
     # transpose is exactly `transposed_conv` of g with the channel-swapped kernel, cropped.
@@ -363,12 +367,71 @@ def transposed_conv(x: jax.Array, kernel: jax.Array, stride: int = 2) -> jax.Arr
 
 
 def phase_conv(x: jax.Array, kernel: jax.Array, stride: int = 2) -> jax.Array:
-    """Exactly :func:`transposed_conv`, computed as a stride-1 conv and depth-to-space."""
+    """Exactly :func:`transposed_conv`, computed as one stride-1 conv per output phase.
+
+    Output phase ``(r_y, r_x)`` is a correlation of ``x`` with only the kernel taps that reach
+    it (3x3, 3x2, 2x3 and 2x2 of a 5x5 kernel at stride 2): together exactly the ``k*k`` taps,
+    where the single conv of :func:`phase_kernel` multiplies ``4*3*3 = 36`` of which 11 are zero.
+    The phases are interleaved as :func:`depth_to_space`. The kernel gradient is the single
+    conv's (one tap stack serves all phases). With fewer than 32 output channels (g_s's last
+    layer) the single conv is used throughout: four convs to 3 channels were 4x slower.
+    ``benchmarks/conv_grads.py``, g_s's 128-channel 64² -> 128² layer at batch 8, XLA:CPU:
+    value 250 -> 185 ms, input gradient 260 -> 168 ms against the single conv's autodiff.
+    """
+    return _phase_conv(x, kernel, stride)
+
+
+def _phase_conv_split(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    k = kernel.shape[0]
+    d_min, idx = _phase_taps(k, stride)
+    phases = []
+    for r_y in range(stride):
+        row = []
+        ty = np.flatnonzero(idx[:, r_y] < k)  # contiguous taps t = d - d_min
+        for r_x in range(stride):
+            tx = np.flatnonzero(idx[:, r_x] < k)
+            sub = kernel[idx[ty, r_y]][:, idx[tx, r_x]]
+            # out[m] = sum_t x[m + d_min + t] sub[t - t0]: pad by -(d_min + t0), d_min + t1.
+            pad_y = (-(d_min + int(ty[0])), d_min + int(ty[-1]))
+            pad_x = (-(d_min + int(tx[0])), d_min + int(tx[-1]))
+            row.append(_conv(x, sub.astype(x.dtype), (pad_y, pad_x)))
+        phases.append(jnp.stack(row, axis=3))  # (N, H, W, r_x, C)
+    y = jnp.stack(phases, axis=2)  # (N, H, r_y, W, r_x, C)
+    n, h, _, w, _, c = y.shape
+    return y.reshape(n, h * stride, w * stride, c)
+
+
+def _phase_conv_single(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     phase, d_min = phase_kernel(kernel, stride)
     taps = phase.shape[0]
     lo, hi = -d_min, taps - 1 + d_min
-    y = _conv(x, phase.astype(x.dtype), ((lo, hi), (lo, hi)))
-    return depth_to_space(y, stride)
+    return depth_to_space(_conv(x, phase.astype(x.dtype), ((lo, hi), (lo, hi))), stride)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _phase_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    return _phase_conv_value(x, kernel, stride)
+
+
+def _phase_conv_value(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    # With few output channels (g_s's last layer, 3) the split convs are 4x slower than one.
+    if kernel.shape[-1] < 32:
+        return _phase_conv_single(x, kernel, stride)
+    return _phase_conv_split(x, kernel, stride)
+
+
+def _phase_conv_fwd(x, kernel, stride):
+    return _phase_conv_value(x, kernel, stride), (x, kernel)
+
+
+def _phase_conv_bwd(stride, res, g):
+    x, kernel = res
+    dx = jax.vjp(lambda x_: _phase_conv_value(x_, kernel, stride), x)[1](g)[0]
+    dk = jax.vjp(lambda k_: _phase_conv_single(x, k_, stride), kernel)[1](g)[0]
+    return dx, dk
+
+
+_phase_conv.defvjp(_phase_conv_fwd, _phase_conv_bwd)
 
 
 class DownConv(nn.Module):

@@ -57,32 +57,35 @@ def random_upconv_params(rng, k, cin, cout):
     }
 
 
+# 4 output channels: phase_conv's single conv; 40: one conv per output phase.
+@pytest.mark.parametrize("features", [4, 40])
 @pytest.mark.parametrize("kernel_size", [3, 5])
 @pytest.mark.parametrize("size", [(4, 6), (5, 7), (1, 3)])
-def test_transpose_and_phase_equal_numpy_scatter(kernel_size, size):
+def test_transpose_and_phase_equal_numpy_scatter(kernel_size, size, features):
     rng = np.random.default_rng(kernel_size * 100 + size[0])
     x = rng.normal(size=(2, *size, 3)).astype(np.float32)
-    params = random_upconv_params(rng, kernel_size, 3, 4)
+    params = random_upconv_params(rng, kernel_size, 3, features)
     expected = numpy_transposed_conv(x, np.asarray(params["kernel"]), np.asarray(params["bias"]))
     outputs = {}
     for method in ("transpose", "phase"):
-        up = UpConv(4, kernel_size=kernel_size, method=method)
+        up = UpConv(features, kernel_size=kernel_size, method=method)
         outputs[method] = np.asarray(up.apply({"params": params}, jnp.asarray(x)))
-        assert outputs[method].shape == (2, 2 * size[0], 2 * size[1], 4)
+        assert outputs[method].shape == (2, 2 * size[0], 2 * size[1], features)
         np.testing.assert_allclose(outputs[method], expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(outputs["phase"], outputs["transpose"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("features", [3, 36])
 @pytest.mark.parametrize("kernel_size", [3, 7])
-def test_phase_equals_numpy_scatter_for_stride_3(kernel_size):
+def test_phase_equals_numpy_scatter_for_stride_3(kernel_size, features):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(1, 3, 4, 2)).astype(np.float32)
-    params = random_upconv_params(rng, kernel_size, 2, 3)
+    params = random_upconv_params(rng, kernel_size, 2, features)
     expected = numpy_transposed_conv(
         x, np.asarray(params["kernel"]), np.asarray(params["bias"]), stride=3
     )
     for method in ("transpose", "phase"):
-        up = UpConv(3, kernel_size=kernel_size, stride=3, method=method)
+        up = UpConv(features, kernel_size=kernel_size, stride=3, method=method)
         y = up.apply({"params": params}, jnp.asarray(x))
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
@@ -113,14 +116,15 @@ def test_transpose_and_phase_share_parameter_tree():
     assert trees["phase"] == {"params": {"kernel": (5, 5, 6, 4), "bias": (4,)}}
 
 
-def test_gradients_of_phase_and_transpose_agree():
+@pytest.mark.parametrize("features", [4, 40])
+def test_gradients_of_phase_and_transpose_agree(features):
     rng = np.random.default_rng(7)
     x = jnp.asarray(rng.normal(size=(2, 5, 6, 3)), jnp.float32)
-    target = jnp.asarray(rng.normal(size=(2, 10, 12, 4)), jnp.float32)
-    params = random_upconv_params(rng, 5, 3, 4)
+    target = jnp.asarray(rng.normal(size=(2, 10, 12, features)), jnp.float32)
+    params = random_upconv_params(rng, 5, 3, features)
 
     def loss(params, x, method):
-        y = UpConv(4, method=method).apply({"params": params}, x)
+        y = UpConv(features, method=method).apply({"params": params}, x)
         return jnp.mean((y - target) ** 2)
 
     grads = {m: jax.grad(loss, argnums=(0, 1))(params, x, m) for m in ("transpose", "phase")}
@@ -228,9 +232,7 @@ def test_conv2d_value_and_gradients_equal_xla_autodiff(case):
 def test_conv2d_cases_cover_every_gradient_path():
     methods = {_kernel_grad_method((k, k, ci, co), s) for _, k, ci, co, s, _ in CONV2D_CASES}
     assert methods == {"cols_of_grad", "cols_of_input", "xla"}
-    by_phases = {
-        _input_grad_by_phases(None, (k, k, ci, co), s, p) for _, k, ci, co, s, p in CONV2D_CASES
-    }
+    by_phases = {_input_grad_by_phases((k, k, ci, co), s, p) for _, k, ci, co, s, p in CONV2D_CASES}
     assert by_phases == {True, False}
 
 
