@@ -27,7 +27,8 @@ from ψ alone and ŷ_a = round(y − μ_a) + μ_a; the context step sees ŷ_a wi
 zeroed (what the decoder holds), gives (σ_n, μ_n) and ŷ_n = round(y − μ_n) + μ_n.
 
 Streams: [z, y]; y is one queue stream of two chunks, the anchors and then the non-anchors, each
-coded with the table indexes of its step (`hyper_synthesis`, then `context_synthesis`).
+coded with the table indexes of its step (`anchor_step`, then `context_step`: ψ = h_s(ẑ) is
+computed once, and each step's entropy parameters only at the positions it codes).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class Model(mean_scale.Model):
         self.entropy_parameters = entropy_parameters(self.M)
 
     def _params(self, ctx: jax.Array, hyper: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(scales, means) from the context features and ψ = h_s(ẑ)."""
+        """(scales, means) from the context features and ψ = h_s(ẑ), at any positions."""
         params = self.entropy_parameters(jnp.concatenate([hyper, ctx], axis=-1))
         return params[..., : self.M], params[..., self.M :]
 
@@ -137,51 +138,83 @@ class Model(mean_scale.Model):
         z = self.h_a(self.hyper_analysis_input(y))
         z_hat, z_bits = self.entropy_bottleneck(z, training=training)
         hyper = self.h_s(z_hat)
-        anchors = jnp.asarray(anchor_mask(*y.shape[1:3]))[None, :, :, None]
         if training:
+            anchors = jnp.asarray(anchor_mask(*y.shape[1:3]))[None, :, :, None]
             y_hat = quantize(y, "noise", rng=self.make_rng("noise"))
             ctx = jnp.where(anchors, 0.0, self.context_prediction(y_hat))
             scales, means = self._params(ctx, hyper)
-        else:
-            # The decoder's two steps, on the values it holds at each.
-            scales_a, means_a = self._anchor_params(hyper)
-            y_hat_a = jnp.where(anchors, quantize(y, "round", offset=means_a), 0.0)
-            scales_n, means_n = self._params(self.context_prediction(y_hat_a), hyper)
-            y_hat = jnp.where(anchors, y_hat_a, quantize(y, "round", offset=means_n))
-            scales = jnp.where(anchors, scales_a, scales_n)
-            means = jnp.where(anchors, means_a, means_n)
-        y_bits = gaussian.gaussian_bits(y_hat - means, scales)
+            y_bits = gaussian.gaussian_bits(y_hat - means, scales)
+            return {"x_hat": self.g_s(y_hat), "bits": {"y": y_bits, "z": z_bits}, "aux": {}}
+        # The decoder's two steps, on the values it holds at each, through the same functions.
+        a, n = _positions(*y.shape[1:3])
+        y_flat = _flatten(y)
+        scales_a, means_a = self._anchor_step_params(hyper)
+        y_hat_a = quantize(y_flat[:, a], "round", offset=means_a)
+        y_hat = jnp.zeros_like(y_flat).at[:, a].set(y_hat_a).reshape(y.shape)
+        scales_n, means_n = self._context_step_params(hyper, y_hat)
+        y_hat_n = quantize(y_flat[:, n], "round", offset=means_n)
+        y_hat = _flatten(y_hat).at[:, n].set(y_hat_n).reshape(y.shape)
+        y_bits = gaussian.gaussian_bits(y_hat_a - means_a, scales_a)
+        y_bits += gaussian.gaussian_bits(y_hat_n - means_n, scales_n)
         return {"x_hat": self.g_s(y_hat), "bits": {"y": y_bits, "z": z_bits}, "aux": {}}
 
-    # The bitstream path's pieces (see `compress`/`decompress`); `hyper_synthesis` (inherited)
-    # gives the anchor step's (table indexes, means) on the whole grid.
-    def context_synthesis(
-        self, z_hat: jax.Array, y_hat_anchors: jax.Array
+    def _anchor_step_params(self, hyper: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """ψ [B, h, w, 2M] → the anchors' (scales, means) [B, n_anchors, M], in raster order."""
+        a, _ = _positions(*hyper.shape[1:3])
+        return self._anchor_params(_flatten(hyper)[:, a])
+
+    def _context_step_params(
+        self, hyper: jax.Array, y_hat_anchors: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
-        """(ẑ, ŷ with the non-anchors zeroed) → the non-anchor step's (table indexes, means)."""
-        ctx = self.context_prediction(y_hat_anchors)
-        scales, means = self._params(ctx, self.h_s(z_hat))
+        """(ψ, ŷ with the non-anchors zeroed) → the non-anchors' (scales, means)."""
+        _, n = _positions(*hyper.shape[1:3])
+        ctx = _flatten(self.context_prediction(y_hat_anchors))[:, n]
+        return self._params(ctx, _flatten(hyper)[:, n])
+
+    # The bitstream path's pieces (see `compress`/`decompress`): ψ = h_s(ẑ) is computed once,
+    # and each step's entropy parameters only where that step codes.
+    def anchor_step(self, z_hat: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """ẑ → (ψ, the anchors' table indexes, their means), both [B, n_anchors, M]."""
+        hyper = self.h_s(z_hat)
+        scales, means = self._anchor_step_params(hyper)
+        return hyper, gaussian.scale_indexes(scales), means
+
+    def context_step(self, hyper: jax.Array, y_hat_anchors: jax.Array) -> tuple[jax.Array, ...]:
+        """(ψ, ŷ with the non-anchors zeroed) → the non-anchors' (table indexes, means)."""
+        scales, means = self._context_step_params(hyper, y_hat_anchors)
         return gaussian.scale_indexes(scales), means
+
+
+def _positions(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat raster indices of the anchors and of the non-anchors (the order of `y[mask]`)."""
+    anchors = anchor_mask(height, width).ravel()
+    return np.flatnonzero(anchors), np.flatnonzero(~anchors)
+
+
+def _flatten(x: jax.Array) -> jax.Array:
+    """[B, h, w, C] → [B, h·w, C]."""
+    return x.reshape(x.shape[0], -1, x.shape[-1])
 
 
 def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
     """Padded images [B, H, W, 3] → each image's streams [z, y]."""
     y, z = runner.call("analysis", x)
-    anchors = anchor_mask(*y.shape[1:3])
+    a, n = _positions(*y.shape[1:3])
     out = []
     for y1, z1 in zip(y, z):
         z_stream, z_hat = hyperprior.encode_z(runner, z1)
         # Each step's indexes and means come from the decoder's own computation (one image at
         # a time, the same compiled functions, the same inputs), so both sides agree exactly.
         encoder = coder.new_encoder()
-        y_hat_a = np.zeros((1, *y1.shape), np.float32)
-        indexes, means = runner.call("hyper_synthesis", z_hat)
-        sym = base.symbols(y1[anchors], means[0][anchors])
-        runner.coder("y").encode_chunk(encoder, sym, indexes[0][anchors])
-        y_hat_a[0][anchors] = base.dequantize(sym, means[0][anchors])
-        indexes, means = runner.call("context_synthesis", z_hat, y_hat_a)
-        sym = base.symbols(y1[~anchors], means[0][~anchors])
-        runner.coder("y").encode_chunk(encoder, sym, indexes[0][~anchors])
+        y_flat = y1.reshape(-1, y1.shape[-1])
+        y_hat = np.zeros((1, *y1.shape), np.float32)
+        hyper, indexes, means = runner.call("anchor_step", z_hat)
+        sym = base.symbols(y_flat[a], means[0])
+        runner.coder("y").encode_chunk(encoder, sym, indexes[0])
+        y_hat.reshape(-1, y1.shape[-1])[a] = base.dequantize(sym, means[0])  # a view of y_hat
+        indexes, means = runner.call("context_step", hyper, y_hat)
+        sym = base.symbols(y_flat[n], means[0])
+        runner.coder("y").encode_chunk(encoder, sym, indexes[0])
         out.append([z_stream, coder.finish(encoder)])
     return out
 
@@ -190,13 +223,12 @@ def decompress(runner: base.Runner, streams: list[bytes], height: int, width: in
     """Inverse of `compress`: the reconstruction [1, H, W, 3] (float, unclipped)."""
     shapes = latent_shapes(runner.model, height, width)
     z_hat = hyperprior.decode_z(runner, streams[0], shapes["z"])
-    anchors = anchor_mask(*shapes["y"][1:3])
+    a, n = _positions(*shapes["y"][1:3])
     decoder = coder.new_decoder(streams[1])
     y_hat = np.zeros(shapes["y"], np.float32)
-    indexes, means = runner.call("hyper_synthesis", z_hat)
-    sym = runner.coder("y").decode_chunk(decoder, indexes[0][anchors])
-    y_hat[0][anchors] = base.dequantize(sym, means[0][anchors])
-    indexes, means = runner.call("context_synthesis", z_hat, y_hat)
-    sym = runner.coder("y").decode_chunk(decoder, indexes[0][~anchors])
-    y_hat[0][~anchors] = base.dequantize(sym, means[0][~anchors])
+    y_flat = y_hat.reshape(-1, shapes["y"][-1])  # a view: writes land in y_hat
+    hyper, indexes, means = runner.call("anchor_step", z_hat)
+    y_flat[a] = base.dequantize(runner.coder("y").decode_chunk(decoder, indexes[0]), means[0])
+    indexes, means = runner.call("context_step", hyper, y_hat)
+    y_flat[n] = base.dequantize(runner.coder("y").decode_chunk(decoder, indexes[0]), means[0])
     return runner.call("synthesis", y_hat)
