@@ -234,6 +234,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple, padding: tuple) -> j
       taps, of the input (``cols_of_input``) or of the output gradient (``cols_of_grad``,
       stride 1, few output channels), where that was measured faster.
 
+    Like :func:`phase_conv`, it is differentiable in reverse mode only (``jax.grad``,
+    ``jax.vjp``); forward mode (``jax.jvp``) through a custom VJP is not available in JAX.
+
     Args:
       x: ``(N, H, W, Cin)``.
       kernel: ``(kh, kw, Cin, Cout)``.
