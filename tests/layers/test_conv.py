@@ -249,3 +249,35 @@ def test_flax_conv_through_conv_general_dilated_equals_plain_conv():
         ]
         for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, kwargs", [("hyperprior", {"N": 32, "M": 48}), ("nlq", {})])
+def test_model_gradients_equal_xla_autodiff(name, kwargs, monkeypatch):
+    """A whole model's gradients with the custom VJPs equal JAX's autodiff of plain convs."""
+    from nlq_jax import models
+    from nlq_jax.layers import conv
+
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 64, 64, 3)), jnp.float32)
+    keys = {k: jax.random.key(i) for i, k in enumerate(("params", "noise", "quantizer"))}
+
+    def grads():
+        model = models.get_model(name, **kwargs)
+        variables = model.init(keys, x, training=True)
+
+        def loss(params):
+            out, _ = model.apply(
+                {**variables, "params": params}, x, training=True, rngs=keys, mutable=True
+            )
+            rate = sum(jnp.mean(b) for b in out["bits"].values())
+            return jnp.mean((out["x_hat"] - x) ** 2) + 1e-3 * rate
+
+        return jax.jit(jax.grad(loss))(variables["params"])
+
+    ours = grads()
+    monkeypatch.setattr(conv, "conv2d", lambda x, k, s, p: conv._xla_conv(x, k, s, p))
+    monkeypatch.setattr(conv, "_phase_conv", conv._phase_conv_single)
+    reference = grads()
+    leaves = jax.tree.leaves(reference)
+    assert len(leaves) > 40
+    for got, want in zip(jax.tree.leaves(ours), leaves, strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(jnp.abs(want).max()))
