@@ -347,7 +347,7 @@ def _conv(x: jax.Array, kernel: jax.Array, padding, lhs_dilation=(1, 1)) -> jax.
         window_strides=(1, 1),
         padding=padding,
         lhs_dilation=lhs_dilation,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        dimension_numbers=_DIMS,
     )
 
 

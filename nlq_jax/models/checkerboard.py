@@ -150,10 +150,10 @@ class Model(mean_scale.Model):
         y_flat = _flatten(y)
         scales_a, means_a = self._anchor_step_params(hyper)
         y_hat_a = quantize(y_flat[:, a], "round", offset=means_a)
-        y_hat = jnp.zeros_like(y_flat).at[:, a].set(y_hat_a).reshape(y.shape)
-        scales_n, means_n = self._context_step_params(hyper, y_hat)
+        y_hat_flat = jnp.zeros_like(y_flat).at[:, a].set(y_hat_a)
+        scales_n, means_n = self._context_step_params(hyper, y_hat_flat.reshape(y.shape))
         y_hat_n = quantize(y_flat[:, n], "round", offset=means_n)
-        y_hat = _flatten(y_hat).at[:, n].set(y_hat_n).reshape(y.shape)
+        y_hat = y_hat_flat.at[:, n].set(y_hat_n).reshape(y.shape)
         y_bits = gaussian.gaussian_bits(y_hat_a - means_a, scales_a)
         y_bits += gaussian.gaussian_bits(y_hat_n - means_n, scales_n)
         return {"x_hat": self.g_s(y_hat), "bits": {"y": y_bits, "z": z_bits}, "aux": {}}
