@@ -9,7 +9,13 @@ so c is a valid CDF. The probability of a quantization bin is c(x + ½) − c(x 
 Quantization is centred on each channel's median (where f = 0), like CompressAI and
 tensorflow-compression. The medians and the tails (where c = tail_mass/2 and 1 − tail_mass/2),
 which bound the coding tables' support, are *found* from the parameters by bisection — no
-auxiliary loss and no second optimizer, unlike CompressAI's learned `quantiles`.
+auxiliary loss and no second optimizer, unlike CompressAI's learned `quantiles`. A model
+imported from CompressAI keeps CompressAI's learned medians instead (`stored_medians=True`, a
+`medians` parameter), because they define where its ẑ is rounded; its tails are still found by
+bisection.
+
+The depth of the density network is `filters`: (3, 3, 3) by default (the paper and
+tensorflow-compression), (3, 3, 3, 3) for CompressAI's `EntropyBottleneck`.
 """
 
 from __future__ import annotations
@@ -33,15 +39,20 @@ class DeepFactorized(nn.Module):
 
     Attributes:
       channels: channels of the latent (one density each).
-      filters: hidden widths of the per-channel density network (the paper's (3, 3, 3)).
+      filters: hidden widths of the per-channel density network (the paper's (3, 3, 3);
+        CompressAI's `EntropyBottleneck` has (3, 3, 3, 3)).
       init_scale: initial width of the density (the paper's 10).
       tail_mass: probability left outside the coding tables' support (escaped).
+      stored_medians: the quantization offsets are a `medians` parameter [C] (CompressAI's
+        learned medians, for imported models) instead of the density's medians found by
+        bisection. Training does not change them (rounding has no gradient).
     """
 
     channels: int
     filters: Sequence[int] = (3, 3, 3)
     init_scale: float = 10.0
     tail_mass: float = 1e-9
+    stored_medians: bool = False
 
     def setup(self):
         widths = (1, *self.filters, 1)
@@ -66,6 +77,8 @@ class DeepFactorized(nn.Module):
                 )
             layers.append((matrix, bias, factor))
         self.layers = layers
+        if self.stored_medians:
+            self.stored = self.param("medians", nn.initializers.zeros, (self.channels,))
 
     def logits_cdf(self, x: jax.Array) -> jax.Array:
         """f(x): logits of each channel's CDF. x: [C, N] values → [C, N]."""
@@ -83,11 +96,11 @@ class DeepFactorized(nn.Module):
         """x where each channel's CDF equals each of `levels`: float [C, len(levels)].
 
         Bisection on f (monotone): brackets double until they hold the target, then 60
-        halvings — exact to float32 resolution for any parameters.
+        halvings — exact to float32 resolution for any parameters. The targets logit(level)
+        are computed in float64 (in float32, 1 − 5e-10 is exactly 1 and its logit infinite).
         """
-        targets = jnp.log(jnp.asarray(levels, jnp.float32)) - jnp.log1p(
-            -jnp.asarray(levels, jnp.float32)
-        )
+        levels64 = np.asarray(levels, np.float64)
+        targets = jnp.asarray(np.log(levels64) - np.log1p(-levels64), jnp.float32)
         targets = jnp.broadcast_to(targets, (self.channels, len(levels)))
         layers = self.layers
 
@@ -118,7 +131,9 @@ class DeepFactorized(nn.Module):
         return 0.5 * (lo + hi)
 
     def medians(self) -> jax.Array:
-        """Each channel's median, float [C]: the quantization offsets."""
+        """Each channel's quantization offset, float [C]: its median (or the stored one)."""
+        if self.stored_medians:
+            return self.stored
         return self.quantiles((0.5,))[:, 0]
 
     def __call__(
@@ -159,12 +174,14 @@ def build_tables(module: DeepFactorized, params: dict) -> tuple[CodingTables, np
     t = module.tail_mass
 
     def quants(p):
-        return module.apply({"params": p}, (t / 2, 0.5, 1 - t / 2), method="quantiles")
+        tails = module.apply({"params": p}, (t / 2, 1 - t / 2), method="quantiles")
+        return tails, module.apply({"params": p}, method="medians")
 
-    q = np.asarray(jax.jit(quants)(params), np.float64)
-    medians = q[:, 1].astype(np.float32)
-    lo = np.floor(q[:, 0] - medians).astype(np.int64)
-    hi = np.ceil(q[:, 2] - medians).astype(np.int64)
+    tails, medians = jax.jit(quants)(params)
+    tails = np.asarray(tails, np.float64)
+    medians = np.asarray(medians, np.float32)
+    lo = np.floor(tails[:, 0] - medians).astype(np.int64)
+    hi = np.ceil(tails[:, 1] - medians).astype(np.int64)
     lo, hi = np.minimum(lo, -1), np.maximum(hi, 1)
     # A degenerate (very wide) density is truncated; the excess mass goes to the escape bin.
     half_max = (MAX_LENGTH - 2) // 2
@@ -188,3 +205,17 @@ def _logits_cdf(layers, x: jax.Array) -> jax.Array:
         if factor is not None:
             h = h + jnp.tanh(factor) * jnp.tanh(h)
     return h[:, 0, :]
+
+
+def prior_of(model, channels: int) -> DeepFactorized:
+    """The deep factorized prior of a model with `prior_filters` and `prior_medians` fields
+    (the hyperprior family's z, the factorized model's y), for `setup` and `build_tables`."""
+    if model.prior_medians not in ("bisection", "stored"):
+        raise ValueError(
+            f"prior_medians must be 'bisection' or 'stored', got {model.prior_medians!r}"
+        )
+    return DeepFactorized(
+        channels,
+        filters=tuple(model.prior_filters),
+        stored_medians=model.prior_medians == "stored",
+    )

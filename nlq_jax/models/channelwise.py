@@ -116,6 +116,10 @@ class Model(nn.Module):
       num_slices: S, the number of channel slices coded in sequence (must divide M).
       max_support_slices: slices each slice conditions on (the first ones; −1: all before it).
       upsampling: `UpConv` method of g_s and h_s.
+      prior_filters: hidden widths of the deep factorized prior ((3, 3, 3, 3) for models
+        imported from CompressAI).
+      prior_medians: "bisection" (the prior's medians) or "stored" (CompressAI's learned
+        medians, for imported models) as its quantization offsets.
     """
 
     N: int = 192
@@ -123,6 +127,8 @@ class Model(nn.Module):
     num_slices: int = 10
     max_support_slices: int = 5
     upsampling: str = "phase"
+    prior_filters: tuple[int, ...] = (3, 3, 3)
+    prior_medians: str = "bisection"
 
     stride = 64  # input sizes must be multiples of this (the codec pads)
 
@@ -136,7 +142,7 @@ class Model(nn.Module):
             [_conv3x3(M), nn.relu, DownConv((N + M) // 2), nn.relu, DownConv(N)], name="h_a"
         )
         self.h_s = HyperSynthesis(N, M, self.upsampling)
-        self.entropy_bottleneck = factorized_prior.DeepFactorized(N)
+        self.entropy_bottleneck = factorized_prior.prior_of(self, N)
         d = M // S
         self.cc_mean = [slice_transform(M, d, f"cc_mean_{k}") for k in range(S)]
         self.cc_scale = [slice_transform(M, d, f"cc_scale_{k}") for k in range(S)]

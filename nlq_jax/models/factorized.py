@@ -60,18 +60,24 @@ class Model(nn.Module):
       N: channels of the hidden layers.
       M: channels of the latent y.
       upsampling: `UpConv` method of g_s ("phase" computes the paper's transposed convs fast).
+      prior_filters: hidden widths of the deep factorized prior ((3, 3, 3, 3) for models
+        imported from CompressAI).
+      prior_medians: "bisection" (the prior's medians) or "stored" (CompressAI's learned
+        medians, for imported models) as its quantization offsets.
     """
 
     N: int = 128
     M: int = 192
     upsampling: str = "phase"
+    prior_filters: tuple[int, ...] = (3, 3, 3)
+    prior_medians: str = "bisection"
 
     stride = 16  # input sizes must be multiples of this (the codec pads)
 
     def setup(self):
         self.g_a = analysis_transform(self.N, self.M)
         self.g_s = synthesis_transform(self.N, self.upsampling)
-        self.entropy_bottleneck = factorized_prior.DeepFactorized(self.M)
+        self.entropy_bottleneck = factorized_prior.prior_of(self, self.M)
 
     def __call__(self, x: jax.Array, *, training: bool) -> dict:
         """x: float [B, H, W, 3] in [0, 1] → {"x_hat", "bits": {"y"}, "aux"}."""
@@ -88,7 +94,7 @@ class Model(nn.Module):
 
 def build_tables(model: Model, params: dict) -> dict:
     """Coding tables of the factorized model (a pure function of its parameters)."""
-    prior = factorized_prior.DeepFactorized(model.M)
+    prior = factorized_prior.prior_of(model, model.M)
     tables, medians = factorized_prior.build_tables(prior, params["entropy_bottleneck"])
     return {"y": tables, "y_medians": medians}
 

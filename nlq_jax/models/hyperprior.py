@@ -48,11 +48,17 @@ class Model(nn.Module):
       N: channels of the hidden layers and of z.
       M: channels of the latent y.
       upsampling: `UpConv` method of g_s and h_s.
+      prior_filters: hidden widths of the deep factorized prior ((3, 3, 3, 3) for models
+        imported from CompressAI).
+      prior_medians: "bisection" (the prior's medians) or "stored" (CompressAI's learned
+        medians, for imported models) as its quantization offsets.
     """
 
     N: int = 128
     M: int = 192
     upsampling: str = "phase"
+    prior_filters: tuple[int, ...] = (3, 3, 3)
+    prior_medians: str = "bisection"
 
     stride = 64  # input sizes must be multiples of this (the codec pads)
 
@@ -60,7 +66,7 @@ class Model(nn.Module):
         self.g_a = analysis_transform(self.N, self.M)
         self.g_s = synthesis_transform(self.N, self.upsampling)
         self.h_a, self.h_s = self.hyper_transforms()
-        self.entropy_bottleneck = factorized_prior.DeepFactorized(self.N)
+        self.entropy_bottleneck = factorized_prior.prior_of(self, self.N)
         self.gaussian_conditional = gaussian.GaussianConditional()
 
     def hyper_transforms(self) -> tuple[nn.Module, nn.Module]:
@@ -113,7 +119,7 @@ class Model(nn.Module):
 def build_tables(model: Model, params: dict) -> dict:
     """Coding tables (a pure function of the parameters): z's factorized prior and y's
     Gaussian scale table."""
-    prior = factorized_prior.DeepFactorized(model.N)
+    prior = factorized_prior.prior_of(model, model.N)
     z_tables, z_medians = factorized_prior.build_tables(prior, params["entropy_bottleneck"])
     return {"z": z_tables, "z_medians": z_medians, "y": gaussian.build_tables()}
 

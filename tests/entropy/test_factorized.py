@@ -89,3 +89,66 @@ def test_tables_match_the_density(prior_and_params):
         p = np.asarray(prior.apply({"params": params}, v, method="likelihood"))[c]
         bound = len(k) * 2.0**-24  # one count per bin is reserved out of the total
         np.testing.assert_allclose(counts[:-1] / 2.0**24, p, rtol=bound, atol=2.0**-23 + 1e-6)
+
+
+def _numpy_logits(params, x):
+    """f(x) of the density network in float64 numpy, independent of the module."""
+    h = np.asarray(x, np.float64)[:, None, :]
+    k = 0
+    while f"matrix{k}" in params:
+        m = np.logaddexp(0.0, np.asarray(params[f"matrix{k}"], np.float64))  # softplus
+        h = np.einsum("cij,cjn->cin", m, h) + np.asarray(params[f"bias{k}"], np.float64)
+        if f"factor{k}" in params:
+            h = h + np.tanh(np.asarray(params[f"factor{k}"], np.float64)) * np.tanh(h)
+        k += 1
+    return h[:, 0, :]
+
+
+def _numpy_quantile(params, level):
+    target = np.log(level) - np.log1p(-level)
+    lo, hi = np.full((C, 1), -1e4), np.full((C, 1), 1e4)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        below = _numpy_logits(params, mid) < target
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return 0.5 * (lo + hi)[:, 0]
+
+
+@pytest.mark.parametrize("filters", [(3, 3, 3), (3, 3, 3, 3)])
+def test_tables_span_exactly_the_tails(filters):
+    """The tables cover [tail_mass/2, 1 − tail_mass/2] of each density and no more: at the
+    default tail mass 1e-9, 1 − 5e-10 must not round to 1 (which made every table reach the
+    +8191 clamp)."""
+    prior = factorized.DeepFactorized(C, filters=filters)
+    params = prior.init(
+        {"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)},
+        jnp.zeros((1, 2, 2, C)),
+        training=True,
+    )["params"]
+    params = jax.tree_util.tree_map(
+        lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params
+    )
+    params = jax.tree_util.tree_map(np.asarray, params)
+    tables, medians = factorized.build_tables(prior, params)
+    t = prior.tail_mass
+    lo = np.floor(_numpy_quantile(params, t / 2) - medians)
+    hi = np.ceil(_numpy_quantile(params, 1 - t / 2) - medians)
+    np.testing.assert_array_equal(tables.offset, np.minimum(lo, -1))
+    np.testing.assert_array_equal(tables.offset + tables.length - 2, np.maximum(hi, 1))
+    assert tables.length.max() < 1000  # a few hundred entries, not the 8192-entry clamp
+
+
+def test_stored_medians_are_the_quantization_offsets():
+    prior = factorized.DeepFactorized(C, filters=(3, 3, 3, 3), stored_medians=True)
+    params = prior.init(
+        {"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)},
+        jnp.zeros((1, 2, 2, C)),
+        training=True,
+    )["params"]
+    params = dict(params, medians=jnp.linspace(-0.4, 0.3, C))
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 3, 4, C)) * 3
+    x_hat, _ = prior.apply({"params": params}, x, training=False)
+    med = np.asarray(params["medians"])
+    np.testing.assert_allclose(x_hat, np.round(np.asarray(x) - med) + med, atol=1e-5)
+    _, table_medians = factorized.build_tables(prior, params)
+    np.testing.assert_array_equal(table_medians, med.astype(np.float32))
