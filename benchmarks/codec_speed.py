@@ -7,6 +7,10 @@ Both sides use random weights at quality 3 (CompressAI's default (N, M) per mode
 image padded to a multiple of 64, 2 CPU threads for torch. Ours reports the first call (which
 includes jit compilation) apart from the median of `--repeats` warm calls. Prints a Markdown
 table; ratios > 1 mean nlq_jax is faster.
+
+`--same-weights` runs our side on CompressAI's own weights: the peer saves each model's state
+dict and ours imports it (`nlq_jax.compat.compressai`, as `nlq import compressai` does), so
+both code the same image with the same network; the table adds both file sizes.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +51,22 @@ def ours(
     )["params"]
     t0 = time.perf_counter()
     codec = Codec(name, kwargs, params)
-    tables_s = time.perf_counter() - t0
+    return time_codec(codec, pixels, repeats, tables_s=time.perf_counter() - t0)
+
+
+def imported(name: str, path: Path, pixels: np.ndarray, repeats: int) -> dict:
+    """Times model `name` with the CompressAI weights saved at `path`."""
+    from nlq_jax.compat.compressai import convert_state_dict
+    from nlq_jax.compat.torch_checkpoint import load_state_dict
+
+    model_name, kwargs, params = convert_state_dict(load_state_dict(path), name)
+    t0 = time.perf_counter()
+    codec = Codec(model_name, kwargs, params)
+    return time_codec(codec, pixels, repeats, tables_s=time.perf_counter() - t0)
+
+
+def time_codec(codec: Codec, pixels: np.ndarray, repeats: int, tables_s: float) -> dict:
+    """First (compiling) and median warm compress/decompress times of `codec` on `pixels`."""
     t0 = time.perf_counter()
     data = codec.compress(pixels)
     first_enc = time.perf_counter() - t0
@@ -78,7 +98,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quality", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--compressai-python", help="python of a CompressAI virtualenv (peer side)")
+    p.add_argument(
+        "--same-weights",
+        action="store_true",
+        help="run ours on CompressAI's weights (imported), not on random weights of its own",
+    )
     args = p.parse_args(argv)
+    if args.same_weights and not args.compressai_python:
+        p.error("--same-weights needs --compressai-python")
+    save_dir = Path(tempfile.mkdtemp(prefix="nlq-same-weights-"))
 
     pixels = load_image(args.image).pixels
     names = args.models.split(",")
@@ -97,21 +125,27 @@ def main(argv: list[str] | None = None) -> None:
             str(args.repeats),
             "--models",
             *[PEERS[n] for n in names],
+            *(["--save-dir", str(save_dir)] if args.same_weights else []),
         ]
         peer = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
     h, w = pixels.shape[:2]
     print(
         f"image {args.image} ({w}×{h}), quality {args.quality}, median of {args.repeats}, "
-        f"jax {jax.__version__} on {jax.devices()[0].platform}\n"
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, "
+        + ("CompressAI's weights on both sides\n" if args.same_weights else "random weights\n")
     )
     print(
         "| model | ours compress | ours decompress | first call (compile) enc / dec | "
-        "CompressAI compress | CompressAI decompress | speed-up enc / dec |"
+        "CompressAI compress | CompressAI decompress | speed-up enc / dec | file bytes ours / "
+        "CompressAI's strings |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in names:
-        r = ours(name, pixels, args.quality, args.repeats)
+        if args.same_weights:
+            r = imported(name, save_dir / f"{PEERS[name]}.pth.tar", pixels, args.repeats)
+        else:
+            r = ours(name, pixels, args.quality, args.repeats)
         c = peer.get(PEERS[name])
         row = [
             f"{name} ({PEERS[name]})",
@@ -125,9 +159,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"{c['decompress_s']:.3f} s",
                 f"{c['compress_s'] / r['compress_s']:.2f}× / "
                 f"{c['decompress_s'] / r['decompress_s']:.2f}×",
+                f"{r['bytes']} / {c['bytes']}",
             ]
         else:
-            row += ["—", "—", "—"]
+            row += ["—", "—", "—", f"{r['bytes']} / —"]
         print("| " + " | ".join(row) + " |", flush=True)
 
 

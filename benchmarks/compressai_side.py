@@ -5,6 +5,7 @@ Run by the benchmark scripts with the python of a CompressAI virtualenv
 pretrained ones cannot be downloaded here, and speed does not depend on them much.
 
   python compressai_side.py codec --image IMG.png --models bmshj2018-hyperprior --repeats 5
+      [--save-dir DIR]   (the models' state dicts, for codec_speed.py --same-weights)
   python compressai_side.py train --model bmshj2018-hyperprior --batch 8 --size 256 --steps 5
 """
 
@@ -34,6 +35,8 @@ def codec(args) -> dict:
     for name in args.models:
         net = _model(name, args.quality)
         net.update(force=True)
+        if args.save_dir:  # the same weights for our side (`nlq import compressai`)
+            torch.save(net.state_dict(), f"{args.save_dir}/{name}.pth.tar")
         pad_h, pad_w = (-h) % 64, (-w) % 64
         xp = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         enc, dec, size = [], [], 0
@@ -94,6 +97,7 @@ def main() -> None:
     c.add_argument("--quality", type=int, default=3)
     c.add_argument("--repeats", type=int, default=5)
     c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--save-dir", help="also save each model's state dict here")
     t = sub.add_parser("train")
     t.add_argument("--model", required=True)
     t.add_argument("--quality", type=int, default=3)

@@ -1,4 +1,4 @@
-"""The `nlq` command line: `nlq train|compress|decompress|eval|baselines|plot|bench`.
+"""The `nlq` command line: `nlq train|compress|decompress|init|import|eval|baselines|plot`.
 
 Each sub-command lives in the module that owns the work; this file only wires them up. A
 command module exposes `add_arguments(parser)` and `run(args) -> int` (the exit status). Any
@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compress": ("nlq_jax.codec.commands", "compress an image to a .nlq file"),
     "decompress": ("nlq_jax.codec.commands", "decompress a .nlq file to PNG"),
     "init": ("nlq_jax.codec.commands", "export an untrained model (random weights) for coding"),
+    "import": ("nlq_jax.compat.commands", "import a CompressAI checkpoint as an export"),
     "eval": ("nlq_jax.evaluation.commands", "rate-distortion of checkpoints on an image folder"),
     "baselines": ("nlq_jax.baselines.commands", "RD sweeps of JPEG, WebP, AVIF, JPEG XL, HEVC"),
     "plot": ("nlq_jax.evaluation.plot_commands", "RD plots and BD-rate tables from results"),
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if not argv else 2
     module = _command_module(known.command)
+    if hasattr(module, "run_argv"):  # `nlq train`: its flags are absl's, not argparse's
+        return int(module.run_argv(argv[1:]) or 0)
     cmd_parser = argparse.ArgumentParser(
         prog=f"nlq {known.command}", description=COMMANDS[known.command][1]
     )

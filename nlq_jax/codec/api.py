@@ -79,7 +79,10 @@ class Codec:
         model_state: dict | None = None,
     ):
         self.model_name = model_name
-        self.model_kwargs = dict(model_kwargs)
+        # JSON gives lists where the model's fields are tuples (e.g. prior_filters).
+        self.model_kwargs = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in dict(model_kwargs).items()
+        }
         self.module = models.get_module(model_name)
         self.model = self.module.Model(**self.model_kwargs)
         self.params = params
@@ -97,7 +100,11 @@ class Codec:
 
     @classmethod
     def load(cls, directory: str | os.PathLike, *, jit: bool = True) -> Codec:
-        """Loads an export directory (see `nlq_jax.checkpoint`)."""
+        """Loads an export directory (see `nlq_jax.checkpoint`), or a shipped model by name
+        ("default": see `nlq_jax.pretrained`)."""
+        from nlq_jax import pretrained
+
+        directory = pretrained.resolve(directory)
         meta, variables, tables = checkpoint.load_variables(directory)
         params = variables.pop("params")
         codec = cls(
@@ -232,13 +239,28 @@ def find_checkpoint(data: bytes) -> Path:
         index = json.loads(_index_path().read_text())
     except (OSError, ValueError):
         index = {}
-    found = index.get(header.model_hash.hex())
+    found = index.get(header.model_hash.hex()) if isinstance(index, dict) else None
     if found is None or not Path(found).is_dir():
+        found = _shipped_with_hash(header.model_hash)
+    if found is None:
         raise CheckpointError(
             f"the file was made by model {header.model_name!r} ({header.model_hash.hex()}), "
             "which is not known here; pass --checkpoint DIR"
         )
     return Path(found)
+
+
+def _shipped_with_hash(model_hash: bytes) -> Path | None:
+    """The shipped model (`nlq_jax.pretrained`) that has this hash, if any."""
+    from nlq_jax import pretrained
+
+    for directory in pretrained.shipped_exports():
+        try:
+            if checkpoint.read_meta(directory).get("hash") == model_hash.hex():
+                return directory
+        except CheckpointError:
+            continue
+    return None
 
 
 __all__ = ["Codec", "FormatError", "MAX_PIXELS", "find_checkpoint", "pad_to_multiple"]
