@@ -51,9 +51,21 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 1e-4  # peak learning rate (Adam)
-    c.optimizer.schedule = "cosine"  # "constant" or "cosine" (decay to final_lr_fraction)
+    c.optimizer.schedule = "cosine"  # "constant", "cosine" (decay to final_lr_fraction), "plateau"
     c.optimizer.warmup_steps = 1000  # linear warm-up
     c.optimizer.final_lr_fraction = 0.01  # end of the cosine decay, as a fraction of the peak
+    # "plateau" (CompressAI's recipe: PyTorch's ReduceLROnPlateau on the held-out loss). Its
+    # values here are CompressAI's model-zoo training: "the learning rate is divided by 2 when
+    # the evaluation loss reaches a plateau (we use a patience of 20 epochs)".
+    c.optimizer.plateau_factor = 0.5  # plateau: the learning rate is multiplied by this ...
+    # ... at the 20th held-out evaluation in a row without improvement (PyTorch's patience=20,
+    # CompressAI's, waits for a 21st: one evaluation apart).
+    c.optimizer.plateau_patience = 20
+    # Steps between held-out evaluations (the plateau's "epoch"): about one epoch of the
+    # 91,701 × 7 frames of Vimeo-90K's septuplets at batch 16. Keep it fixed to resume a run.
+    c.optimizer.plateau_every = 40_000
+    c.optimizer.plateau_rtol = 1e-4  # plateau: an improvement is a relative decrease of this
+    c.optimizer.plateau_min_lr = 0.0  # plateau: the reductions stop at this learning rate
     c.optimizer.b1 = 0.9  # Adam β1
     c.optimizer.b2 = 0.999  # Adam β2
     c.optimizer.grad_clip = 1.0  # global-norm clipping (0: off)
@@ -68,13 +80,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.async_checkpoints = True  # save in the background
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.source = ""  # held-out images, evaluated with real bitstreams ("" : none)
+    c.eval.source = ""  # held-out images: real-bitstream evaluation, plateau's loss ("": none)
     c.eval.names = ""  # comma-separated sample names when eval.source is "samples"
     c.eval.max_images = 0  # evaluate at most this many (0: all)
     c.eval_every = 50_000  # steps between evaluations with real bitstreams (0: only at the end)
     c.report = False  # at the end, write an RD plot against JPEG/WebP and a side-by-side PNG
     c.report_baselines = "jpeg,webp"  # codecs on the report's RD plot
 
+    # Fine-tuning: an export directory, or "default" (the model shipped with nlq_jax), whose
+    # weights start a new run (its model name and sizes must be the config's; "": from scratch).
+    c.init_from = ""
     c.prior_fit_batches = 0  # discrete models: refit the priors to this many batches' codes
     c.debug_inject_nan_at = -1  # testing hook: the loss becomes NaN at this step (-1: never)
     return c
@@ -101,27 +116,60 @@ def runlocal_data(c: ml_collections.ConfigDict) -> None:
     c.num_steps = 20
     c.log_every, c.checkpoint_every, c.image_every, c.eval_every = 5, 10, 0, 0
     c.optimizer.warmup_steps = 0
+    c.optimizer.plateau_every, c.optimizer.plateau_patience = 5, 2
     c.eval.source, c.eval.max_images = "samples", 1
+
+
+def compressai(c: ml_collections.ConfigDict) -> None:
+    """CompressAI's training recipe (its examples/train.py and model-zoo training notes).
+
+    256² random crops, batch 16, Adam at 1e-4 without warm-up, gradients clipped at global
+    norm 1, the learning rate halved when the held-out loss stops improving, 5 M steps. The
+    training folder has no default: set `--config.data.train=folder:PATH` (CompressAI: the
+    Vimeo-90K frames, folder:/data/vimeo_septuplet/sequences); the trainer stops at once with
+    a one-line error if it is left empty. The plateau watches the eval-mode loss on centre
+    crops of `eval.source` (CompressAI: its test split), else the mean training loss.
+    """
+    c.name += "-compressai"
+    c.num_steps = 5_000_000  # CompressAI's zoo models: 4–5 M steps (lr 1e-4 for the first 1–2 M)
+    c.data.train = ""  # required: --config.data.train=folder:PATH (checked before training)
+    c.data.crop_size, c.data.batch_size = 256, 16  # 256² random crops, batch 16
+    c.optimizer.learning_rate = 1e-4  # Adam, constant until the plateau halves it
+    c.optimizer.schedule = "plateau"  # ReduceLROnPlateau on the held-out loss
+    c.optimizer.warmup_steps = 0  # CompressAI has no warm-up
+    c.optimizer.grad_clip = 1.0  # CompressAI's --clip_max_norm 1.0
+    c.optimizer.plateau_factor, c.optimizer.plateau_patience = 0.5, 20  # halved; 20 "epochs"
+    c.optimizer.plateau_every = 40_000  # one "epoch": ~641,907 Vimeo-90K frames / 16
 
 
 def model_config(model_name: str, arg: str | None) -> ml_collections.ConfigDict:
     """The config of configs/<model_name>.py: base + quality (default 3) + variants, locked.
 
-    Variants: `quality=Q`, `msssim` (MS-SSIM distortion and its λ ladder), `runlocal`.
+    Variants: `quality=Q`, `msssim` (MS-SSIM distortion and its λ ladder), `compressai`
+    (CompressAI's training recipe, see `compressai`), `runlocal` (applied last: a tiny model
+    on the sample images, so `compressai,runlocal` is a quick run of the recipe's schedule).
     """
     from nlq_jax import models
 
     args = parse_arg(arg)
-    unknown = set(args) - {"quality", "msssim", "runlocal"}
+    unknown = set(args) - {"quality", "msssim", "compressai", "runlocal"}
     if unknown:
         raise ValueError(
-            f"unknown config variant(s) {sorted(unknown)}; use quality=Q, msssim, runlocal"
+            f"unknown config variant(s) {sorted(unknown)}; "
+            "use quality=Q, msssim, compressai, runlocal"
         )
     c = base_config()
     c.model.name = model_name
+    # The deep factorized prior of z (of y for `factorized`): its hidden widths ((3, 3, 3, 3)
+    # for CompressAI's models) and its quantization offsets ("stored": CompressAI's learned
+    # medians, as `nlq import compressai` writes them; to fine-tune such an import).
+    c.model.prior_filters = (3, 3, 3)
+    c.model.prior_medians = "bisection"
     if "msssim" in args:
         c.distortion = "ms-ssim"
     apply_quality(c, models.get_module(model_name), int(args.get("quality") or 3))
+    if "compressai" in args:
+        compressai(c)
     if "runlocal" in args:
         runlocal(c)
     c.lock()

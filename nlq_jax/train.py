@@ -12,6 +12,10 @@ evaluation, loop. `train_and_evaluate(config, workdir)` is all `main.py` calls.
   checkpoint is saved.
 - At the end the model is exported with its coding tables (`workdir/export`), ready for
   `nlq compress`, and evaluated with real bitstreams on held-out images.
+- `optimizer.schedule = "plateau"` (CompressAI's recipe): a constant learning rate, multiplied by
+  `plateau_factor` when the held-out loss has not improved for `plateau_patience` evaluations
+  (`optax.contrib.reduce_on_plateau`, whose state is part of the optimizer state, so it is
+  checkpointed and resumed with the run). See `make_optimizer` and `HeldOutLoss`.
 - Discrete models refit their categorical priors to the codes of `prior_fit_batches`
   training batches before the export (closed form; see `nlq_jax.models.nlq.fit_priors`).
 - Variable collections other than "params" (e.g. the EMA codebooks of vector quantizers in
@@ -54,21 +58,64 @@ class TrainState:
     model_state: Any = flax.struct.field(default_factory=dict)
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam with optional warm-up/cosine decay and global-norm clipping, from `config.optimizer`."""
+SCHEDULES = ("constant", "cosine", "plateau")
+
+
+def learning_rate(config: ml_collections.ConfigDict) -> float | optax.Schedule:
+    """The base learning rate (a float, or a function of the step) from `config.optimizer`.
+
+    "constant" and "plateau": a linear warm-up over `warmup_steps` (if any), then the peak;
+    "cosine": warm-up, then a cosine decay to `final_lr_fraction` of the peak at `num_steps`.
+    The plateau schedule's reductions multiply this (see `make_optimizer`).
+    """
     oc = config.optimizer
     warmup = min(oc.warmup_steps, config.num_steps // 2)
-    if oc.schedule == "constant":
-        lr = optax.linear_schedule(0.0, oc.learning_rate, warmup) if warmup else oc.learning_rate
-    elif oc.schedule == "cosine":
-        lr = optax.warmup_cosine_decay_schedule(
+    if oc.schedule in ("constant", "plateau"):
+        return optax.linear_schedule(0.0, oc.learning_rate, warmup) if warmup else oc.learning_rate
+    if oc.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
             0.0, oc.learning_rate, warmup, max(warmup + 1, config.num_steps),
             end_value=oc.learning_rate * oc.final_lr_fraction,
         )  # fmt: skip
-    else:
-        raise ValueError(f"unknown schedule {oc.schedule!r}; use 'constant' or 'cosine'")
+    raise ValueError(f"unknown schedule {oc.schedule!r}; use one of {', '.join(SCHEDULES)}")
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam with global-norm clipping and the schedule of `config.optimizer`.
+
+    "plateau" chains `optax.contrib.reduce_on_plateau` after Adam: its `update` takes the
+    monitored loss as `value=`, averages it over `plateau_every` steps, and at the end of each
+    such window compares the mean with the best so far; after `plateau_patience` windows in a
+    row without a relative improvement of `plateau_rtol`, the updates (so the learning rate)
+    are multiplied by `plateau_factor`, down to `plateau_min_lr` (PyTorch's ReduceLROnPlateau,
+    as CompressAI's examples/train.py uses it). `Trainer._train_step` feeds the value.
+    """
+    oc = config.optimizer
+    lr = learning_rate(config)
     parts = [optax.clip_by_global_norm(oc.grad_clip)] if oc.grad_clip > 0 else []
-    return optax.chain(*parts, optax.adam(lr, b1=oc.b1, b2=oc.b2))
+    parts.append(optax.adam(lr, b1=oc.b1, b2=oc.b2))
+    if oc.schedule == "plateau":
+        if oc.plateau_every < 1 or oc.plateau_patience < 1:
+            raise ValueError("plateau_every and plateau_patience must be at least 1")
+        parts.append(
+            optax.contrib.reduce_on_plateau(
+                factor=oc.plateau_factor,
+                patience=oc.plateau_patience,
+                rtol=oc.plateau_rtol,
+                accumulation_size=oc.plateau_every,
+                min_scale=oc.plateau_min_lr / oc.learning_rate if oc.learning_rate else 0.0,
+            )
+        )
+    return optax.chain(*parts)
+
+
+def plateau_state(opt_state: Any) -> optax.contrib.ReduceLROnPlateauState | None:
+    """The reduce-on-plateau part of an optimizer state (None for the other schedules)."""
+    is_plateau = lambda s: isinstance(s, optax.contrib.ReduceLROnPlateauState)  # noqa: E731
+    for leaf in jax.tree_util.tree_leaves(opt_state, is_leaf=is_plateau):
+        if is_plateau(leaf):
+            return leaf
+    return None
 
 
 def model_kwargs(config: ml_collections.ConfigDict) -> dict:
@@ -98,6 +145,11 @@ class Trainer:
         # Model and optimizer.
         self.model = models.get_model(config.model.name, **model_kwargs(config))
         self.optimizer = make_optimizer(config)
+        self.learning_rate = learning_rate(config)
+        # The plateau schedule monitors the held-out loss when there are held-out images
+        # (`eval.source`), else the mean training loss over each window of `plateau_every` steps.
+        self.plateau = config.optimizer.schedule == "plateau"
+        self.uses_heldout = self.plateau and bool(config.eval.source)
 
         # Shardings and state: created already sharded.
         crop = config.data.crop_size
@@ -124,21 +176,35 @@ class Trainer:
         )
 
         # Step.
-        self.train_step = jax.jit(
+        replicated = sharding.replicated(self.mesh)
+        self._step = jax.jit(
             self._train_step,
             in_shardings=(
-                self.state_sharding,
-                sharding.batch_sharding(self.mesh),
-                sharding.replicated(self.mesh),
+                self.state_sharding, sharding.batch_sharding(self.mesh), replicated, replicated,
             ),
-            out_shardings=(self.state_sharding, sharding.replicated(self.mesh)),
+            out_shardings=(self.state_sharding, replicated),
             donate_argnums=(0,),
-        )
+        )  # fmt: skip
 
     def init_state(self) -> TrainState:
         return self._init(jax.random.PRNGKey(self.config.seed))
 
-    def _train_step(self, state: TrainState, batch: dict, rng: jax.Array):
+    def train_step(
+        self, state: TrainState, batch: dict, rng: jax.Array, heldout: float = 0.0
+    ) -> tuple[TrainState, dict]:
+        """One optimizer step (compiled once): `(state, metrics)`.
+
+        `heldout` is the held-out loss for the plateau schedule, read only at the last step of
+        each window of `plateau_every` steps (`window_ends(state.step)`); any value elsewhere.
+        """
+        return self._step(state, batch, rng, np.float32(heldout))
+
+    def window_ends(self, step: int) -> bool:
+        """Whether the step from `step` to `step + 1` ends a plateau window: the one at which
+        the held-out loss must be passed to `train_step` (always False for other schedules)."""
+        return self.uses_heldout and (step + 1) % self.config.optimizer.plateau_every == 0
+
+    def _train_step(self, state: TrainState, batch: dict, rng: jax.Array, heldout: jax.Array):
         self.trace_count += 1  # runs at trace time only
         config = self.config
         rng = jax.random.fold_in(rng, state.step)
@@ -159,10 +225,24 @@ class Trainer:
             return loss, (metrics, model_state)
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (_, (metrics, model_state)), grads = grad_fn(state.params)
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        (loss, (metrics, model_state)), grads = grad_fn(state.params)
+        extra = {}
+        if self.uses_heldout:
+            # reduce_on_plateau compares the mean of `value` over each window of plateau_every
+            # steps (its count runs with state.step). The held-out loss enters at the window's
+            # last step weighted by the window's length, zeros elsewhere: the mean is exactly it.
+            every = config.optimizer.plateau_every
+            last = (state.step + 1) % every == 0
+            extra["value"] = jnp.where(last, heldout * every, 0.0)
+        elif self.plateau:
+            extra["value"] = loss  # no held-out images: the window's mean training loss
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params, **extra)
         params = optax.apply_updates(state.params, updates)
         metrics["grad_norm"] = optax.global_norm(grads)
+        lr = self.learning_rate
+        metrics["lr"] = jnp.asarray(lr(state.step) if callable(lr) else lr, jnp.float32)
+        if self.plateau:  # the effective learning rate of this step, reductions included
+            metrics["lr"] = metrics["lr"] * plateau_state(opt_state).scale
         model_state = {**state.model_state, **model_state}
         return TrainState(state.step + 1, params, opt_state, model_state), metrics
 
@@ -187,6 +267,42 @@ def refit_priors(trainer: Trainer, state: TrainState, batches) -> TrainState:
         return state
     params = jax.tree_util.tree_map(np.asarray, jax.device_get(state.params))
     return state.replace(params=module.fit_priors(trainer.model, params, jax.device_get(total)))
+
+
+def initialize_from_export(trainer: Trainer, state: TrainState, source: str) -> TrainState:
+    """`state` with the weights (and model state) of an export, for fine-tuning; a fresh
+    optimizer state. `source` is an export directory or a shipped model's name ("default")."""
+    from nlq_jax import checkpoint, pretrained
+    from nlq_jax.errors import CheckpointError
+
+    directory = pretrained.resolve(source)
+    meta, variables, _ = checkpoint.load_variables(directory)
+    config = trainer.config
+    theirs = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["kwargs"].items()}
+    ours = model_kwargs(config)
+    differ = sorted(k for k in set(theirs) & set(ours) if theirs[k] != ours[k])
+    if meta["model"] != config.model.name or differ:
+        raise CheckpointError(
+            f"cannot fine-tune from {directory}: it holds {meta['model']} {theirs}, the config "
+            f"asks for {config.model.name} {ours}"
+        )
+    params = variables.pop("params")
+
+    def shapes(tree):
+        return jax.tree_util.tree_map(lambda a: tuple(a.shape), tree)
+
+    if shapes(params) != shapes(state.params):
+        raise CheckpointError(
+            f"cannot fine-tune from {directory}: its parameters differ from the config's model "
+            "(set the config's model fields to the export's, e.g. prior_filters)"
+        )
+
+    def fresh(params, model_state):
+        return TrainState(
+            jnp.zeros((), jnp.int32), params, trainer.optimizer.init(params), model_state
+        )
+
+    return jax.jit(fresh, out_shardings=trainer.state_sharding)(params, variables)
 
 
 def _checkpoint_manager(workdir: Path, config):
@@ -263,6 +379,68 @@ def eval_set(config) -> list[tuple[str, np.ndarray]]:
     return images[: ec.max_images] if ec.max_images > 0 else images
 
 
+def center_crops(images: list[tuple[str, np.ndarray]], size: int) -> np.ndarray:
+    """float32 [n, size, size, 3] in [0, 1]: the centre size² of each image (uint8 H×W×3);
+    images smaller than that are first padded by reflection, as the training crops are."""
+    from nlq_jax.data.pipeline import _reflect_pad
+
+    crops = []
+    for _, pixels in images:
+        pixels = _reflect_pad(pixels, size)
+        top, left = (pixels.shape[0] - size) // 2, (pixels.shape[1] - size) // 2
+        crops.append(pixels[top : top + size, left : left + size])
+    return np.stack(crops).astype(np.float32) / np.float32(255)
+
+
+class HeldOutLoss:
+    """The rate–distortion loss of the model in eval mode (rounding, as CompressAI's
+    `model.eval()` test loss) on fixed centre crops of held-out images, for the plateau schedule.
+
+    The crops are `data.crop_size`² (CompressAI's test loader: centre crops of the patch size)
+    and go through one jitted function in batches of `data.batch_size`, split over the mesh
+    like training batches; the last batch is padded with masked-out zeros, so the function
+    compiles once and the result is the mean of the per-image losses.
+    """
+
+    def __init__(self, trainer: Trainer, images: list[tuple[str, np.ndarray]]):
+        config = trainer.config
+        if not images:
+            raise TrainingError("the plateau schedule's held-out set (eval.source) is empty")
+        crops = center_crops(images, config.data.crop_size)
+        self.num_images = len(crops)
+        b = config.data.batch_size
+        n = -(-len(crops) // b) * b
+        self._mask = np.zeros(n, np.float32)
+        self._mask[: len(crops)] = 1.0
+        self._crops = np.concatenate([crops, np.zeros((n - len(crops), *crops.shape[1:]))])
+        self._crops = self._crops.astype(np.float32)
+        self._batch = b
+        self._sharding = sharding.batch_sharding(trainer.mesh)
+        model, lmbda, distortion = trainer.model, config.lmbda, config.distortion
+
+        def total(params, model_state, x, mask):
+            def one(image):  # batch 1 per image: the loss is a batch mean
+                image = image[None]
+                out = model.apply({"params": params, **model_state}, image, training=False)
+                return losses.rate_distortion_loss(image, out, lmbda, distortion)[0]
+
+            return jnp.sum(jax.vmap(one)(x) * mask)
+
+        self._total = jax.jit(total, out_shardings=sharding.replicated(trainer.mesh))
+
+    def __call__(self, state: TrainState) -> float:
+        """The mean held-out loss of `state`'s model (the same value on every process)."""
+        total = 0.0
+        for i in range(0, len(self._mask), self._batch):
+            x, mask = self._crops[i : i + self._batch], self._mask[i : i + self._batch]
+            x, mask = (
+                jax.make_array_from_callback(a.shape, self._sharding, lambda idx, a=a: a[idx])
+                for a in (x, mask)
+            )
+            total += float(jax.device_get(self._total(state.params, state.model_state, x, mask)))
+        return total / self.num_images
+
+
 def evaluate_codec(codec, images: list[tuple[str, np.ndarray]]) -> dict[str, float]:
     """Mean bpp (real bytes), PSNR, MS-SSIM and times of `codec` on held-out images."""
     from nlq_jax.evaluation.report import evaluate_arrays
@@ -293,6 +471,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     """
     from nlq_jax.logging_utils import Logger
 
+    if not config.data.train:
+        raise TrainingError(
+            "config.data.train is not set: pass --config.data.train=folder:PATH (CompressAI's "
+            "recipe trains on Vimeo-90K: folder:/data/vimeo_septuplet/sequences), "
+            "samples or tfds:NAME[:SPLIT]"
+        )
     sharding.initialize_distributed()
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -304,6 +488,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     # Input.
     data_it = make_train_iterator(config)
     holdout = eval_set(config)
+    heldout_loss = HeldOutLoss(trainer, holdout) if trainer.uses_heldout else None
+    if trainer.plateau:
+        oc = config.optimizer
+        watched = (
+            f"the eval-mode loss on {heldout_loss.num_images} held-out images (eval.source)"
+            if heldout_loss
+            else "the mean training loss over each window (no held-out images: eval.source "
+            "is empty)"
+        )
+        logger.info(
+            f"plateau schedule: every {oc.plateau_every} steps, {watched}; the learning rate "
+            f"is multiplied by {oc.plateau_factor} after {oc.plateau_patience} windows "
+            "without improvement"
+        )
 
     # Checkpoints: resume if there are any.
     manager = _checkpoint_manager(workdir, config)
@@ -311,8 +509,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if latest is not None:
         state = _restore(manager, latest, trainer.abstract_state, data_it)
         logger.info(f"resumed from step {latest} in {workdir / 'checkpoints'}")
+        plateau = plateau_state(state.opt_state)
+        if plateau is not None:
+            plateau = jax.device_get(plateau)
+            if int(plateau.count) != latest % config.optimizer.plateau_every:
+                raise TrainingError(
+                    "optimizer.plateau_every differs from the checkpoint's; keep it to resume"
+                )
+            logger.info(
+                f"plateau schedule: learning-rate scale {float(plateau.scale):g}, best "
+                f"monitored loss {float(plateau.best_value):.6g}, {int(plateau.plateau_count)} "
+                "windows without improvement"
+            )
     else:
         state = trainer.init_state()
+        if config.get("init_from"):
+            state = initialize_from_export(trainer, state, config.init_from)
+            logger.info(f"initialised the weights from the export {config.init_from}")
     start = int(jax.device_get(state.step))
     rng = jax.random.PRNGKey(config.seed + 1)
 
@@ -322,7 +535,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     try:
         for step in range(start, config.num_steps):
             batch = sharding.global_batch(next(data_it), trainer.mesh)
-            state, metrics = trainer.train_step(state, batch, rng)
+            # The plateau compares the held-out loss at each window's last step (of the weights
+            # before it); nothing to carry over a restart: it is computed where it is needed.
+            value = heldout_loss(state) if trainer.window_ends(step) else 0.0
+            state, metrics = trainer.train_step(state, batch, rng, value)
             metrics = jax.device_get(metrics)
             if not np.isfinite(metrics["loss"]):
                 manager.wait_until_finished()
@@ -334,6 +550,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 )
             done = step + 1
             bar.update(metrics)
+            if trainer.window_ends(step):
+                logger.scalars(done, {"heldout_loss": value, "lr": float(metrics["lr"])})
             if done % config.log_every == 0 or done == config.num_steps:
                 now = time.perf_counter()
                 rate = (done - s_last) / max(now - t_last, 1e-9)

@@ -13,7 +13,9 @@ x ─► g_a ─► y ─► Q(around μ) ─► ŷ ─────────�
 g_c: mask "A" (rows above and positions to the left)
 e_p: 1×1 convs 4M → 10M/3 → 8M/3 → 2M with leaky ReLUs
 ```
-Training uses additive noise, and the context sees the noisy ỹ (all positions at once).
+Training uses additive noise, and the context sees the noisy ỹ (all positions at once); the
+rate term is computed on a second, independent noise sample y + u₂, as in CompressAI's mbt2018
+(its Gaussian conditional adds its own noise to y).
 
 Coding decodes the latent in wavefronts (`nlq_jax.entropy.context.wavefront_schedule`): one
 jitted `lax.fori_loop` over about 3·h + w steps computes each wavefront's (σ, μ) from the
@@ -83,9 +85,13 @@ class Model(mean_scale.Model):
             scales, means = self.split_params(
                 self.entropy_parameters(jnp.concatenate([hyper, ctx], -1))
             )
+            # As CompressAI's mbt2018: the rate is that of a second noisy sample y + u₂ (its
+            # GaussianConditional draws its own noise), not of the ỹ the context and g_s see.
+            y_tilde = quantize(y, "noise", rng=self.make_rng("noise"))
+            y_bits = gaussian.gaussian_bits(y_tilde - means, scales)
         else:
             y_hat, scales, means = self.sequential(hyper, y)
-        y_bits = gaussian.gaussian_bits(y_hat - means, scales)
+            y_bits = gaussian.gaussian_bits(y_hat - means, scales)
         return {"x_hat": self.g_s(y_hat), "bits": {"y": y_bits, "z": z_bits}, "aux": {}}
 
     # The bitstream path's pieces.
