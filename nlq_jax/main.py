@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -39,13 +38,10 @@ def _main(argv) -> None:
         sys.exit(2)
 
 
-def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    """`nlq train` passes its arguments on to absl (--config, --workdir, --config.X=...)."""
-    parser.add_argument("flags", nargs=argparse.REMAINDER, help="--config=... --workdir=...")
-
-
-def run(args: argparse.Namespace) -> int:
-    app.run(_main, argv=["nlq train", *args.flags])
+def run_argv(argv: list[str]) -> int:
+    """`nlq train ARGS`: the arguments go to absl as they are (--config=..., --workdir=...,
+    --config.X=..., --help), so they read as for `python -m nlq_jax.main`."""
+    app.run(_main, argv=["nlq train", *argv])
     return 0
 
 

@@ -2,6 +2,7 @@
 
 ```
 nlq init --model hyperprior --quality 3 --out models/hp3      # untrained weights, for trying
+nlq compress photo.png photo.nlq                             # the shipped model
 nlq compress photo.png photo.nlq --checkpoint models/hp3
 nlq decompress photo.nlq photo.png                           # finds the model by its hash
 ```
@@ -22,7 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     if command == "compress":
         parser.add_argument("input", help="image file (PNG, JPEG, ...)")
         parser.add_argument("output", help="the .nlq file to write")
-        parser.add_argument("--checkpoint", required=True, help="export directory of the model")
+        parser.add_argument(
+            "--checkpoint",
+            default="default",
+            help="export directory of the model (default: the model shipped with nlq_jax)",
+        )
         parser.add_argument(
             "--num-stages",
             type=int,
@@ -113,6 +118,8 @@ def _decompress(args) -> int:
 
 
 def _init(args) -> int:
+    import functools
+
     import jax
     import numpy as np
 
@@ -131,7 +138,8 @@ def _init(args) -> int:
         "noise": jax.random.PRNGKey(0),
         "quantizer": jax.random.PRNGKey(1),
     }
-    variables = dict(model.init(rngs, x, training=True))
+    # One compiled program instead of ≈200 small ones of an eager init (≈5 s against 25–50 s).
+    variables = dict(jax.jit(functools.partial(model.init, training=True))(rngs, x))
     params = variables.pop("params")
     label = f"{args.model}-q{args.quality}-untrained"
     path = Codec(args.model, kwargs, params, label=label, model_state=variables).save(args.out)

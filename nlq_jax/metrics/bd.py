@@ -56,7 +56,7 @@ def _average(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: str, wh
         order = np.argsort(x, kind="stable")
         x, y = x[order], y[order]
         if np.any(np.diff(x) == 0):
-            raise ValueError(f"{what}: two points share the same abscissa {x[np.diff(x) == 0][0]}")
+            raise ValueError(f"{what}: two points share the same abscissa {x[:-1][np.diff(x) == 0][0]}")
         integral = PchipInterpolator(x, y).integrate(lo, hi)
     else:
         raise ValueError(f"unknown BD interpolation {method!r}; use one of {METHODS}")

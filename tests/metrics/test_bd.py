@@ -85,3 +85,9 @@ def test_cubic_fit_needs_four_points_and_rates_must_be_positive():
         bd.bd_rate(RATE[:3], PSNR[:3], RATE[:3], PSNR[:3], method="cubic")
     with pytest.raises(ValueError, match="positive"):
         bd.bd_rate(RATE - 1, PSNR, RATE, PSNR)
+
+
+def test_a_repeated_abscissa_is_a_value_error_not_an_index_error():
+    rate, quality = [0.1, 0.2, 0.2, 0.4], [30.0, 31.0, 31.5, 33.0]
+    with pytest.raises(ValueError, match="same abscissa"):
+        bd.bd_psnr(rate, quality, [0.1, 0.2, 0.3, 0.4], [29.0, 30.0, 31.0, 32.0])
