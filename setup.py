@@ -10,6 +10,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["nlq_jax", "nlq_jax.*"]),
+    # The shipped model's export (weights, coding tables, model card): see nlq_jax/pretrained.
+    package_data={
+        "nlq_jax.pretrained": ["default/*", "default/*/*", "default/*/*/*", "default/*/*/*/*"]
+    },
     install_requires=[
         "jax>=0.4.35",
         "flax>=0.10",

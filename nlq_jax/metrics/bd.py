@@ -55,8 +55,9 @@ def _average(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: str, wh
             raise ValueError(f"{what}: piecewise-cubic interpolation needs at least 2 points")
         order = np.argsort(x, kind="stable")
         x, y = x[order], y[order]
-        if np.any(np.diff(x) == 0):
-            raise ValueError(f"{what}: two points share the same abscissa {x[:-1][np.diff(x) == 0][0]}")
+        repeated = x[:-1][np.diff(x) == 0]
+        if repeated.size:
+            raise ValueError(f"{what}: two points share the same abscissa {repeated[0]}")
         integral = PchipInterpolator(x, y).integrate(lo, hi)
     else:
         raise ValueError(f"unknown BD interpolation {method!r}; use one of {METHODS}")
