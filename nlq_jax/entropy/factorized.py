@@ -174,14 +174,18 @@ def build_tables(module: DeepFactorized, params: dict) -> tuple[CodingTables, np
     t = module.tail_mass
 
     def quants(p):
-        tails = module.apply({"params": p}, (t / 2, 1 - t / 2), method="quantiles")
-        return tails, module.apply({"params": p}, method="medians")
+        q = module.apply({"params": p}, (t / 2, 0.5, 1 - t / 2), method="quantiles")
+        # One bisection for the tails and the median; a stored median replaces the found one.
+        medians = (
+            module.apply({"params": p}, method="medians") if module.stored_medians else q[:, 1]
+        )
+        return q, medians
 
-    tails, medians = jax.jit(quants)(params)
-    tails = np.asarray(tails, np.float64)
+    q, medians = jax.jit(quants)(params)
+    q = np.asarray(q, np.float64)
     medians = np.asarray(medians, np.float32)
-    lo = np.floor(tails[:, 0] - medians).astype(np.int64)
-    hi = np.ceil(tails[:, 1] - medians).astype(np.int64)
+    lo = np.floor(q[:, 0] - medians).astype(np.int64)
+    hi = np.ceil(q[:, 2] - medians).astype(np.int64)
     lo, hi = np.minimum(lo, -1), np.maximum(hi, 1)
     # A degenerate (very wide) density is truncated; the excess mass goes to the escape bin.
     half_max = (MAX_LENGTH - 2) // 2

@@ -193,6 +193,17 @@ def test_cli_import_then_compress_and_decompress(tmp_path, photo):
     assert np.asarray(Image.open(tmp_path / "out.png")).shape == photo.shape
 
 
+def test_cli_import_as_the_readme_writes_it(tmp_path, capsys):
+    """`nlq import compressai CKPT --out DIR`: no --model, the architecture read off the keys."""
+    from nlq_jax import cli
+
+    out = tmp_path / "m"
+    ckpt = FIXTURES / "mbt2018.pth.tar"
+    assert cli.main(["import", "compressai", str(ckpt), "--out", str(out)]) == 0
+    assert "imported joint" in capsys.readouterr().out
+    assert Codec.load(out).model_name == "joint"
+
+
 def test_wrong_architecture_is_one_line(tmp_path, capsys):
     from nlq_jax import cli
 
