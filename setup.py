@@ -9,10 +9,14 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["nlq_jax", "nlq_jax.*"]),
+    # configs/ installs as nlq_jax.configs, so `--config=hyperprior:quality=3` works from a wheel.
+    packages=[*find_packages(include=["nlq_jax", "nlq_jax.*"]), "nlq_jax.configs"],
+    package_dir={"nlq_jax.configs": "configs"},
     # The shipped model's export (weights, coding tables, model card): see nlq_jax/pretrained.
+    # The published Kodak curves (anchors/): see nlq_jax/evaluation/anchors.py.
     package_data={
-        "nlq_jax.pretrained": ["default/*", "default/*/*", "default/*/*/*", "default/*/*/*/*"]
+        "nlq_jax.pretrained": ["default/*", "default/*/*", "default/*/*/*", "default/*/*/*/*"],
+        "nlq_jax": ["anchors/README.md", "anchors/compressai_kodak/*.json"],
     },
     install_requires=[
         "jax>=0.4.35",

@@ -1,6 +1,6 @@
 """Compress / decompress wall time of one image, nlq_jax beside CompressAI, same machine, same run.
 
-    python benchmarks/codec_speed.py --image ../shared/data/kodak/kodim23.png \
+    python benchmarks/codec_speed.py --image $KODAK/kodim23.png \
         --compressai-python /tmp/compressai-venv/bin/python
 
 Both sides use random weights at quality 3 (CompressAI's default (N, M) per model), the same

@@ -1,7 +1,7 @@
 """The peer side of the benchmarks: CompressAI models timed in their own interpreter.
 
 Run by the benchmark scripts with the python of a CompressAI virtualenv
-(`../shared/tools/compressai-env` builds one); prints one JSON object. Random weights: the
+(`benchmarks/make_compressai_env.sh` builds one); prints one JSON object. Random weights: the
 pretrained ones cannot be downloaded here, and speed does not depend on them much.
 
   python compressai_side.py codec --image IMG.png --models bmshj2018-hyperprior --repeats 5

@@ -1,7 +1,7 @@
 """Context models: compress / decompress wall time of one 768×512 image on CPU, nlq_jax's joint,
 checkerboard and channelwise beside CompressAI's mbt2018 and cheng2020-anchor, same run.
 
-    python benchmarks/context_speed.py --image ../shared/data/kodak/kodim23.png \
+    python benchmarks/context_speed.py --image $KODAK/kodim23.png \
         --compressai-python /tmp/compressai-venv/bin/python
 
 Random weights at `--quality` on both sides (CompressAI's (N, M) per model), 2 torch threads.

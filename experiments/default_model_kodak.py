@@ -1,8 +1,7 @@
 """The shipped model on Kodak, with real files, beside JPEG, WebP, HEVC-intra and CompressAI.
 
-    python experiments/default_model_kodak.py --data /data/kodak \
-        --baselines docs/results/kodak --anchors docs/results/anchors/compressai_kodak \
-        --out docs/results/default_model
+    python experiments/default_model_kodak.py --data $KODAK \
+        --baselines docs/results/kodak --out docs/results/default_model
 
 Evaluates `Codec.load("default")` (or `--checkpoint DIR`) on every image of `--data` (each
 encoded to a complete .nlq file and decoded; bpp from the file size, header included). The
@@ -26,14 +25,15 @@ import numpy as np
 
 from nlq_jax.baselines.codecs import get_codec
 from nlq_jax.codec.api import Codec
+from nlq_jax.evaluation import anchors
 from nlq_jax.evaluation import plot as plot_lib
 from nlq_jax.evaluation import results as results_lib
 from nlq_jax.evaluation.report import _curve, evaluate_arrays, psnr_at_rate
 
 BASELINES = ("jpeg", "webp", "hevc")
 ANCHORS = {
-    "bmshj2018-hyperprior (CompressAI, published)": "compressai-bmshj2018-hyperprior_mse_cpu.json",
-    "mbt2018-mean (CompressAI, published)": "compressai-mbt2018-mean_mse_cpu.json",
+    "bmshj2018-hyperprior (CompressAI, published)": "compressai-bmshj2018-hyperprior_mse_cpu",
+    "mbt2018-mean (CompressAI, published)": "compressai-mbt2018-mean_mse_cpu",
 }
 
 
@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="folder of evaluation images (Kodak)")
     p.add_argument("--checkpoint", default="default", help="export directory or shipped name")
     p.add_argument("--baselines", required=True, help="folder of {jpeg,webp,hevc}.json sweeps")
-    p.add_argument("--anchors", required=True, help="folder of CompressAI's published curves")
     p.add_argument("--out", required=True, help="output folder")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -81,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             note = "dense sweep around our rate, interpolated in log-rate"
         rows.append((sweep["name"], bpp, at, note))
-    for label, file in ANCHORS.items():
-        curve = plot_lib.load_curve(Path(args.anchors) / file, label=label)
+    for label, name in ANCHORS.items():
+        curve = plot_lib.load_curve(anchors.path(name), label=label)
         curve.measured = False
         curves.append(curve)
         at = log_interp(curve, bpp)

@@ -6,6 +6,9 @@ an override (`--config.lmda=...`) is an error, not a silently ignored field.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import ml_collections
 
 # CompressAI's λ ladder for qualities 1–8: loss = λ·255²·MSE + bpp ...
@@ -247,3 +250,55 @@ def discrete_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_colle
         c.prior_fit_batches = 5
     c.lock()
     return c
+
+
+# Finding configs by name. The repository's configs/ is installed as the package
+# `nlq_jax.configs` (setup.py), so `hyperprior:quality=3` names a config on an installed wheel
+# as `configs/hyperprior.py:quality=3` does in a checkout.
+def config_dir() -> Path:
+    """The folder of the configs that ship with nlq_jax."""
+    spec = importlib.util.find_spec("nlq_jax.configs")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[1] / "configs"  # a checkout that is not installed
+
+
+def config_names() -> list[str]:
+    """The names of the shipped configs (`hyperprior`, `quickstart`, ...)."""
+    return sorted(p.stem for p in config_dir().glob("*.py") if not p.stem.startswith("_"))
+
+
+def config_path(spec: str) -> str:
+    """`PATH[:variant]` or `NAME[:variant]` → the file (and variant) to load, as `PATH[:variant]`.
+
+    An existing file wins; otherwise the shipped config of that name, where the name may be
+    written `hyperprior`, `hyperprior.py` or `configs/hyperprior.py` (the form the README uses,
+    which thus also works where configs/ is not in the working directory).
+
+    Raises:
+      NLQError: neither a file nor a shipped config (one line, listing the names).
+    """
+    from nlq_jax.errors import NLQError
+
+    path, sep, variant = spec.partition(":")
+    if Path(path).is_file():
+        return spec
+    name = Path(path).name.removesuffix(".py")
+    shipped = config_dir() / f"{name}.py"
+    if name in config_names() and (
+        path in (name, f"{name}.py") or Path(path).parent.name == "configs"
+    ):
+        return f"{shipped}{sep}{variant}"
+    raise NLQError(
+        f"--config: no file {path!r} and no shipped config of that name "
+        f"(shipped: {', '.join(config_names())})"
+    )
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """The config that `--config=spec` gives, e.g. `load_config("quickstart:runlocal")`."""
+    path, _, variant = config_path(spec).partition(":")
+    module_spec = importlib.util.spec_from_file_location(f"nlq_config_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(variant or None)

@@ -27,9 +27,14 @@ class _Bar:
                 desc="train", smoothing=0.1,
             )  # fmt: skip
 
-    def update(self, metrics: dict) -> None:
+    def advance(self) -> None:
+        """One more step (no device values needed: the bar never waits for the device)."""
         if self._bar is not None:
             self._bar.update(1)
+
+    def show(self, metrics: dict) -> None:
+        """Shows fetched metrics beside the bar, until the next fetch."""
+        if self._bar is not None:
             shown = {
                 "loss": f"{float(metrics['loss']):.4g}",
                 "bpp": f"{float(metrics['bpp']):.3f}",
@@ -62,8 +67,12 @@ class Logger:
         return _Bar(start, total, self.enabled)
 
     def info(self, message: str) -> None:
+        """A progress line on stderr (above the bar, if one is showing)."""
         if self.enabled:
-            print(message, file=sys.stderr, flush=True)
+            from tqdm.auto import tqdm
+
+            tqdm.write(message, file=sys.stderr)
+            sys.stderr.flush()
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:

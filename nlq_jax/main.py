@@ -3,21 +3,31 @@
     python -m nlq_jax.main --config=configs/hyperprior.py:quality=3 --workdir=runs/hp3 \\
         --config.lmbda=0.0067
     nlq train --config=configs/quickstart.py --workdir=runs/quickstart     # the same entry
+    nlq train --config=hyperprior:quality=3 --workdir=runs/hp3   # a shipped config, by name
     nlq train                  # no flags: the quickstart, into runs/quickstart
+
+`--config` takes a file or the name of a shipped config (`nlq_jax.config_base.config_path`), so
+the commands above also work from an installed wheel. Bad flags (an unknown config field, a
+bad variant, a missing file) end in one line and exit status 2.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-# Without flags, `nlq train` is the quickstart (configs/ beside the package, editable install).
-_QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.py")
+from nlq_jax import config_base
+from nlq_jax.errors import NLQError
+
+# Without flags, `nlq train` is the quickstart.
+_QUICKSTART = config_base.config_path("quickstart")
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", _QUICKSTART, "training config file[:variant]", lock_config=True
+    "config",
+    _QUICKSTART,
+    "a config file or the name of a shipped config, then :variant (e.g. hyperprior:quality=3)",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string(
     "workdir", "runs/quickstart", "directory for checkpoints, logs and the export"
@@ -29,7 +39,6 @@ def _main(argv) -> None:
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep Orbax's INFO lines out of the way
     from nlq_jax import train
-    from nlq_jax.errors import NLQError
 
     try:
         train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
@@ -38,12 +47,72 @@ def _main(argv) -> None:
         sys.exit(2)
 
 
+def _resolve_config(argv: list[str]) -> list[str]:
+    """Rewrites `--config=NAME[:variant]` (or `--config NAME...`) to the shipped file's path."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg.startswith("--config="):
+            out[i] = "--config=" + config_base.config_path(arg.removeprefix("--config="))
+        elif arg == "--config" and i + 1 < len(out):
+            out[i + 1] = config_base.config_path(out[i + 1])
+    return out
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing with one-line errors: exit status 2 instead of a traceback."""
+    prog = "nlq train" if argv and argv[0] == "nlq train" else "nlq_jax.main"
+    try:
+        return flags.FLAGS(_resolve_config(argv))
+    except (NLQError, flags.Error) as e:
+        message = _last_line(str(e))
+    except (AttributeError, KeyError) as e:
+        # ml_collections: `--config.unknown_field=...` ('name'\nDid you mean "other"?).
+        while e.args and isinstance(e.args[0], BaseException):
+            e = e.args[0]
+        lines = str(e.args[0] if e.args else e).splitlines()
+        field = lines[0].strip("'\"")
+        flag = next((a.split("=")[0] for a in argv if a.startswith("--config.") and field in a), "")
+        hint = f"; {lines[-1].strip()}" if len(lines) > 1 else ""
+        message = f"{flag or '--config'}: the config has no field {field!r}{hint}"
+    except (TypeError, ValueError) as e:
+        message = f"bad --config override: {_last_line(str(e))}"
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _last_line(message: str) -> str:
+    """A config file's own error, without the traceback that ml_collections wraps it in."""
+    if "Traceback (most recent call last)" in message:
+        head = message.split(":", 1)[0]  # "flag --config=PATH"
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        return f"{head}: {lines[-1]}"
+    return " ".join(message.split())
+
+
 def run_argv(argv: list[str]) -> int:
     """`nlq train ARGS`: the arguments go to absl as they are (--config=..., --workdir=...,
     --config.X=..., --help), so they read as for `python -m nlq_jax.main`."""
-    app.run(_main, argv=["nlq train", *argv])
+    if any(a in ("-h", "--help", "--helpshort") for a in argv):
+        print(usage())
+        return 0
+    app.run(_main, argv=["nlq train", *argv], flags_parser=parse_flags)
     return 0
 
 
+def usage() -> str:
+    """`nlq train --help`: the forms above and this module's flags."""
+    module = sys.modules[__name__]
+    lines = flags.FLAGS.module_help(module).splitlines()
+    flag_help = "\n".join(line for line in lines if line.strip() != f"{__name__}:")
+    return (
+        "usage: nlq train [--config=CONFIG[:VARIANT]] [--workdir=DIR] [--config.FIELD=VALUE ...]\n"
+        + __doc__.split("\n", 1)[1]
+        + "\nflags:\n"
+        + flag_help
+        + "\n  --config.FIELD=VALUE: override any field of the config (nlq_jax/config_base.py)\n"
+        + f"\nshipped configs: {', '.join(config_base.config_names())}"
+    )
+
+
 if __name__ == "__main__":
-    app.run(_main)
+    app.run(_main, flags_parser=parse_flags)

@@ -529,9 +529,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     start = int(jax.device_get(state.step))
     rng = jax.random.PRNGKey(config.seed + 1)
 
-    # Loop.
+    # Loop. Metrics stay on the device between log steps (fetching them every step would block
+    # asynchronous dispatch on an accelerator); the first non-finite loss is recorded on the
+    # device too, and checked wherever the host fetches, before any checkpoint is written.
+    logger.info(
+        f"compiling the train step ({config.model.name}, "
+        f"batch {config.data.batch_size}×{config.data.crop_size}²; the first step takes longest)"
+    )
     bar = logger.progress(start, config.num_steps)
     t_last, s_last = time.perf_counter(), start
+    first_bad = jnp.asarray(-1, jnp.int32)
     try:
         for step in range(start, config.num_steps):
             batch = sharding.global_batch(next(data_it), trainer.mesh)
@@ -539,20 +546,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             # before it); nothing to carry over a restart: it is computed where it is needed.
             value = heldout_loss(state) if trainer.window_ends(step) else 0.0
             state, metrics = trainer.train_step(state, batch, rng, value)
-            metrics = jax.device_get(metrics)
-            if not np.isfinite(metrics["loss"]):
+            first_bad = _first_nonfinite(first_bad, metrics["loss"], step)
+            done = step + 1
+            bar.advance()
+            log_now = done % config.log_every == 0 or done == config.num_steps
+            save_now = done % config.checkpoint_every == 0 or done == config.num_steps
+            eval_now = config.eval_every and done % config.eval_every == 0
+            image_now = config.image_every and done % config.image_every == 0
+            window = trainer.window_ends(step)
+            if not (step == start or log_now or save_now or eval_now or image_now or window):
+                continue
+            metrics, bad = jax.device_get((metrics, first_bad))
+            if bad >= 0:
                 manager.wait_until_finished()
                 good = manager.latest_step()
                 where = f"step {good} in {workdir / 'checkpoints'}" if good is not None else "none"
                 raise TrainingError(
-                    f"the loss became {metrics['loss']} at step {step}; stopped. "
+                    f"the loss became non-finite at step {int(bad)}; stopped. "
                     f"Last good checkpoint: {where}"
                 )
-            done = step + 1
-            bar.update(metrics)
-            if trainer.window_ends(step):
+            if step == start:
+                logger.info(f"first step done in {time.perf_counter() - t_last:.1f} s")
+            bar.show(metrics)
+            if window:
                 logger.scalars(done, {"heldout_loss": value, "lr": float(metrics["lr"])})
-            if done % config.log_every == 0 or done == config.num_steps:
+            if log_now:
                 now = time.perf_counter()
                 rate = (done - s_last) / max(now - t_last, 1e-9)
                 t_last, s_last = now, done
@@ -562,11 +580,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                     | {"steps_per_s": rate, "images_per_s": rate * config.data.batch_size}
                     | {f"data/{k}": v for k, v in data_it.stats.as_dict().items()},
                 )
-            if config.image_every and done % config.image_every == 0:
+            if image_now:
                 logger.reconstruction(done, trainer, state, holdout)
-            if done % config.checkpoint_every == 0 or done == config.num_steps:
+            if save_now:
                 _save(manager, done, state, data_it)
-            if config.eval_every and done % config.eval_every == 0 and done < config.num_steps:
+            if eval_now and done < config.num_steps:
                 means = evaluate_codec(_codec(trainer, state, f"step{done}"), holdout)
                 logger.scalars(done, {f"eval/{k}": v for k, v in means.items()})
     finally:
@@ -582,10 +600,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     # Export and final evaluation with real bitstreams.
     label = f"{config.model.name}-{config.name}" if config.get("name") else config.model.name
+    logger.info(f"exporting the model with its coding tables to {workdir / 'export'}")
     codec = _codec(trainer, state, label)
     result = {"step": int(jax.device_get(state.step)), "compilations": trainer.trace_count}
     codec.save(workdir / "export")  # every process: Orbax's save is a collective
     if trainer.is_main:
+        if holdout:
+            n = len(holdout)
+            logger.info(f"evaluating on {n} held-out image{'s' * (n > 1)} with real bitstreams")
         result["eval"] = evaluate_codec(codec, holdout)
         if result["eval"]:
             logger.scalars(result["step"], {f"eval/{k}": v for k, v in result["eval"].items()})
@@ -596,7 +618,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         if config.report and holdout:
             from nlq_jax.evaluation.report import write_report
 
+            logger.info("writing the report: JPEG and WebP on the same images, RD plot")
             result["report"] = write_report(workdir, codec, holdout, result, config)
         (workdir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        logger.info(summary(workdir, result))
     logger.close()
     return result
+
+
+def _first_nonfinite(first_bad: jax.Array, loss: jax.Array, step: int) -> jax.Array:
+    """The first step whose loss was not finite (-1: none yet), kept on the device."""
+    return jnp.where((first_bad < 0) & ~jnp.isfinite(loss), step, first_bad)
+
+
+# What a finished run leaves in its workdir, in the order the summary names it.
+_OUTPUTS = (
+    ("export", "the trained model with its coding tables: nlq compress IMG OUT --checkpoint"),
+    ("checkpoints", "Orbax train state + data position; the same command resumes"),
+    ("metrics.json", "final step and held-out evaluation"),
+    ("metrics.jsonl", "the logged scalars, one line per log step"),
+    ("report.md", "the held-out evaluation beside JPEG and WebP"),
+    ("rd.png", "its point beside JPEG and WebP"),
+    ("reconstruction.png", "original | ours | JPEG at about the same rate"),
+    ("tb", "TensorBoard: tensorboard --logdir"),
+)
+
+
+def summary(workdir: Path, result: dict) -> str:
+    """The closing lines of a run: what it reached and where each output is."""
+    lines = [f"done: step {result['step']}, step compiled {result['compilations']}×"]
+    if result.get("eval"):
+        e = result["eval"]
+        lines[0] += f"; held-out {e['bpp']:.4f} bpp, {e['psnr-rgb']:.2f} dB (real bitstreams)"
+    lines.append(f"outputs in {workdir}:")
+    for name, what in _OUTPUTS:
+        path = workdir / name
+        if path.exists():
+            shown = f"{what} {path}" if what.endswith(("--checkpoint", "--logdir")) else what
+            lines.append(f"  {name + ('/' if path.is_dir() else ''):<20} {shown}")
+    return "\n".join(lines)

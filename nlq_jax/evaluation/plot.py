@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nlq_jax.errors import NLQError
+from nlq_jax.evaluation import anchors
 from nlq_jax.evaluation import results as results_lib
 from nlq_jax.metrics import bd
 
@@ -39,6 +40,7 @@ class Curve:
       bpp: rates of the points, increasing.
       quality: the metric at each point (dB).
       measured: True for our own results (they carry per-image values), False for published ones.
+      images: the images the points are means over (file stems), None where unknown.
     """
 
     label: str
@@ -48,6 +50,7 @@ class Curve:
     bpp: np.ndarray
     quality: np.ndarray
     measured: bool
+    images: tuple[str, ...] | None = None
 
 
 def to_db(metric: str, values: Sequence[float]) -> np.ndarray:
@@ -93,7 +96,29 @@ def load_curve(path: str | os.PathLike, metric: str = "psnr", label: str | None 
         bpp=np.array([p[0] for p in pairs]),
         quality=np.array([p[1] for p in pairs]),
         measured="per_image" in obj,
+        images=_images(obj, path),
     )
+
+
+def _images(obj: dict, path: str | os.PathLike) -> tuple[str, ...] | None:
+    per_image = obj.get("per_image")
+    if isinstance(per_image, dict) and per_image:
+        return tuple(sorted(Path(str(name)).stem for name in per_image))
+    return anchors.images_of(path)
+
+
+def image_set_warning(curves: Sequence[Curve]) -> str | None:
+    """A one-line warning when the curves are means over different images, else None.
+
+    BD-rates and visual gaps between curves measured on different images (3 photographs
+    against Kodak's 24) compare content as much as codecs. Curves whose images are unknown
+    (published files other than the shipped Kodak ones) are left out of the check.
+    """
+    known = [c for c in curves if c.images is not None]
+    if len({c.images for c in known}) <= 1:
+        return None
+    parts = [f"{c.label} ({len(c.images)} images)" for c in known]
+    return "warning: the curves are means over different image sets: " + ", ".join(parts)
 
 
 def load_curves(

@@ -1,18 +1,23 @@
 """`nlq plot`: RD plots, BD-rate tables and reconstruction grids.
 
-    nlq plot RESULTS.json ... --out rd.png [--metric psnr|ms-ssim]
+    nlq plot RESULTS.json|PUBLISHED ... --out rd.png [--metric psnr|ms-ssim]
              [--anchor NAME|PATH ...] [--table bd.md]
     nlq plot --grid IMAGE --codec jpeg,webp --bpp 0.25,0.5,1 [--checkpoint DIR ...] --out grid.png
+    nlq plot --list-anchors
 
 Results files are ours (`nlq eval`, `nlq baselines`) or published ones in CompressAI's format,
-given by path. An anchor is a curve's label or name, or the path of a results file (which is then
-also plotted); the table gives every other curve's BD-rate and BD-PSNR against each anchor.
+given by path; the published Kodak curves that ship with nlq_jax are given by name
+(`compressai-bmshj2018-hyperprior_mse_cpu`, `vtm`, ...; `--list-anchors` lists them). An anchor
+is a curve's label or name, or a results file or published curve (which is then also plotted);
+the table gives every other curve's BD-rate and BD-PSNR against each anchor. A warning is
+printed when the curves are means over different images.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from nlq_jax.errors import NLQError
@@ -29,14 +34,23 @@ def _floats(text: str, what: str) -> list[float]:
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     """Arguments of `nlq plot`."""
     del command
-    parser.add_argument("results", nargs="*", metavar="RESULTS.json", help="results files")
-    parser.add_argument("--out", required=True, help="image to write (rd.png, grid.png, .pdf)")
+    parser.add_argument(
+        "results",
+        nargs="*",
+        metavar="RESULTS.json|PUBLISHED",
+        help="results files, or names of the published curves that ship with nlq_jax",
+    )
+    parser.add_argument("--out", help="image to write (rd.png, grid.png, .pdf)")
+    parser.add_argument(
+        "--list-anchors", action="store_true", help="list the published curves and exit"
+    )
     parser.add_argument("--metric", choices=sorted(plot_lib.METRICS), default="psnr")
     parser.add_argument(
         "--anchor",
         action="append",
         metavar="NAME|PATH",
-        help="BD-rate anchor: a curve's label or name, or a results file (repeatable)",
+        help="BD-rate anchor: a curve's label or name, a results file or a published curve "
+        "(repeatable)",
     )
     parser.add_argument("--table", help="write the BD table here (Markdown); default: print it")
     parser.add_argument(
@@ -93,25 +107,40 @@ def _run_grid(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Draws the plot (and table) or the grid."""
+    """Draws the plot (and table) or the grid, or lists the published curves."""
+    from nlq_jax.evaluation import anchors as published
+
+    if args.list_anchors:
+        for name in published.names():
+            print(name)
+        return 0
+    if not args.out:
+        raise NLQError("--out is required: the image to write (rd.png, grid.png, .pdf)")
     if args.grid:
         return _run_grid(args)
     if not args.results:
         raise NLQError("give results files to plot (or --grid IMAGE)")
     if args.table and not args.anchor:
         raise NLQError("--table needs at least one --anchor")
-    curves = plot_lib.load_curves(args.results, args.metric, args.label)
+    paths = [published.resolve(ref) for ref in args.results]
+    curves = plot_lib.load_curves(paths, args.metric, args.label)
     anchors = []
     for ref in args.anchor or []:
         curve = plot_lib.find_curve(curves, ref)
         if curve is None:
-            if not os.path.isfile(ref):
+            if not os.path.isfile(ref) and ref not in published.names():
                 labels = ", ".join(repr(c.label) for c in curves)
-                raise NLQError(f"anchor {ref!r} is neither a curve ({labels}) nor a results file")
-            curve = plot_lib.load_curve(ref, args.metric)
+                raise NLQError(
+                    f"anchor {ref!r} is neither a curve ({labels}), a results file nor a "
+                    "published curve (`nlq plot --list-anchors`)"
+                )
+            curve = plot_lib.load_curve(published.resolve(ref), args.metric)
             curves.append(curve)
             plot_lib.disambiguate(curves)
         anchors.append(curve)
+    warning = plot_lib.image_set_warning(curves)
+    if warning:
+        print(warning, file=sys.stderr)
     plot_lib.plot_rd(
         curves,
         args.out,

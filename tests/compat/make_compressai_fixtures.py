@@ -1,7 +1,7 @@
 """Writes the CompressAI reference fixtures that tests/compat/test_compressai_import.py reads.
 
 Run with a python that has CompressAI (1.2.8) and torch, e.g. the one that
-`shared/tools/compressai-env` builds (the tests themselves need no torch):
+`benchmarks/make_compressai_env.sh` builds (the tests themselves need no torch):
 
     /tmp/compressai-venv/bin/python tests/compat/make_compressai_fixtures.py PHOTO.png
     (add --train-step-only to rewrite hyperprior_train.npz alone)

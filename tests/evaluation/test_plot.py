@@ -97,3 +97,48 @@ def test_choose_crop_finds_the_textured_region():
     rng = np.random.default_rng(0)
     pixels[32:, 32:] = rng.integers(0, 256, (32, 32, 3))
     assert grid.choose_crop(pixels, 32) == (32, 32, 32)
+
+
+def test_published_curves_ship_and_plot_by_name(tmp_path, capsys):
+    from nlq_jax.evaluation import anchors
+
+    names = anchors.names()
+    assert {"jpeg", "vtm", "compressai-bmshj2018-hyperprior_mse_cpu"} <= set(names)
+    assert cli.main(["plot", "--list-anchors"]) == 0
+    assert capsys.readouterr().out.split() == names
+    published = json.loads(anchors.path("vtm").read_text())
+    table = tmp_path / "bd.md"
+    argv = ["plot", "jpeg", "--anchor", "vtm", "--out", str(tmp_path / "rd.png")]
+    assert cli.main([*argv, "--table", str(table)]) == 0
+    (vtm,) = plot.load_curves([anchors.path("vtm")])
+    np.testing.assert_allclose(vtm.bpp, sorted(published["results"]["bpp"]))
+    assert "### Anchor: VTM" in table.read_text()
+    # JPEG needs more bits than VTM at every quality: a positive BD-rate.
+    row = next(line for line in table.read_text().splitlines() if line.startswith("| JPEG"))
+    assert float(row.split("|")[3].strip().rstrip(" %")) > 50
+
+
+def test_plot_warns_when_curves_average_different_images(tmp_path, capsys):
+    def ours(name, images):
+        obj = {
+            "name": name,
+            "results": {"bpp": RATE, "psnr-rgb": PSNR},
+            "per_image": {f"{image}.png": {} for image in images},
+        }
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(obj))
+        return str(path)
+
+    kodak = [f"kodim{i:02d}" for i in range(1, 25)]
+    out = ["--out", str(tmp_path / "rd.png")]
+    assert cli.main(["plot", ours("a", kodak), ours("b", kodak), "jpeg", *out]) == 0
+    assert "warning" not in capsys.readouterr().err  # all Kodak, the shipped curve too
+    assert cli.main(["plot", ours("c", ["chelsea", "china"]), "jpeg", *out]) == 0
+    err = capsys.readouterr().err
+    assert "different image sets" in err and "c (2 images)" in err and "(24 images)" in err
+
+
+def test_unknown_published_name_is_one_line(tmp_path, capsys):
+    assert cli.main(["plot", "vtmm", "--out", str(tmp_path / "rd.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did you mean vtm" in err

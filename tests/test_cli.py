@@ -1,0 +1,145 @@
+"""The `nlq` command line as documented: every sub-command, the README's command lines, and
+training by config name from any directory with progress lines and a closing summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nlq_jax import cli, config_base
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def _nlq(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`nlq ARGS` in a new process, as a user types it (the console script runs cli.main)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "nlq_jax.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_lists_every_command_and_each_command_has_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    listed = re.findall(r"^    (\w+)\s", capsys.readouterr().out, re.M)
+    assert listed == list(cli.COMMANDS)
+    for name in cli.COMMANDS:
+        if name == "train":
+            continue  # absl's help, in a process of its own below
+        with pytest.raises(SystemExit) as e:
+            cli.main([name, "--help"])
+        assert e.value.code == 0
+        assert f"usage: nlq {name}" in capsys.readouterr().out
+
+
+def test_train_help_shows_the_real_flags(tmp_path):
+    proc = _nlq("train", "--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "--config" in proc.stdout and "--workdir" in proc.stdout
+
+
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    """Every `nlq ...` command line in a bash block of the README and docs/."""
+    found = []
+    for doc in DOCS:
+        for block in re.findall(r"```bash\n(.*?)```", doc.read_text(encoding="utf-8"), re.S):
+            text = re.sub(r"\\\n\s*", " ", block)
+            for line in text.splitlines():
+                line = line.split("  #")[0].strip()
+                if line.startswith("nlq "):
+                    found.append((f"{doc.relative_to(ROOT)}: {line}", shlex.split(line)[1:]))
+    return found
+
+
+def test_every_documented_command_line_parses(tmp_path, monkeypatch):
+    """Each `nlq` line of the docs names a real command with known flags, and each `nlq train`
+    line's config resolves from a directory without configs/, with its overrides existing."""
+    commands = _documented_commands()
+    assert len(commands) >= 10, commands
+    monkeypatch.chdir(tmp_path)
+    # The shell variables the documented loops and commands use.
+    for name, value in {"M": "psnr", "O": "psnr", "T": "title", "R": "r", "KODAK": "k"}.items():
+        monkeypatch.setenv(name, value)
+    for where, argv in commands:
+        name, args = argv[0], [os.path.expandvars(a) for a in argv[1:]]
+        assert name in cli.COMMANDS, where
+        if name == "train":
+            flags = dict(a.removeprefix("--").split("=", 1) for a in args if "=" in a)
+            config = config_base.load_config(flags.pop("config"))
+            flags.pop("workdir")
+            for field in flags:
+                assert config.get_ref(field.removeprefix("config.")) is not None, where
+            continue
+        parser = cli.argparse.ArgumentParser(prog=f"nlq {name}")
+        cli._command_module(name).add_arguments(parser, name)
+        try:
+            parser.parse_args(args)
+        except SystemExit as e:
+            raise AssertionError(f"does not parse: {where}") from e
+
+
+def test_configs_by_name_are_the_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here, as for an installed wheel
+    by_path = config_base.load_config(str(ROOT / "configs" / "hyperprior.py") + ":quality=5")
+    for spec in (
+        "hyperprior:quality=5",
+        "configs/hyperprior.py:quality=5",
+        "hyperprior.py:quality=5",
+    ):
+        assert config_base.load_config(spec).to_dict() == by_path.to_dict(), spec
+    assert config_base.load_config("hyperprior:quality=5").lmbda == config_base.MSE_LAMBDAS[4]
+    assert "quickstart" in config_base.config_names()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (
+            ["--config=factorized:runlocal", "--config.lmbdaa=1"],
+            "has no field 'lmbdaa'; Did you mean \"lmbda\"",
+        ),
+        (["--config=factorized:bogus"], "unknown config variant(s) ['bogus']"),
+        (["--config=no_such_config"], "no shipped config of that name"),
+        (
+            ["--config=factorized:runlocal", "--config.lmbda=abc"],
+            "could not convert string to float",
+        ),
+    ],
+)
+def test_bad_training_flags_are_one_line(tmp_path, flags, expected):
+    proc = _nlq("train", *flags, f"--workdir={tmp_path / 'w'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("nlq train: error:") and len(proc.stderr.splitlines()) == 1
+    assert expected in proc.stderr, proc.stderr
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_train_by_name_from_anywhere_says_what_it_does_and_where_outputs_went(tmp_path):
+    """`nlq train --config=NAME:variant --workdir=DIR --config.X=...` run outside the repository."""
+    workdir = tmp_path / "run"
+    proc = _nlq(
+        "train", "--config=factorized:runlocal", f"--workdir={workdir}",
+        "--config.num_steps=3", "--config.log_every=2", "--config.checkpoint_every=100",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    err = proc.stderr
+    for line in ("compiling the train step", "first step done in", "exporting the model",
+                 "evaluating on", "done: step 3", f"outputs in {workdir}"):  # fmt: skip
+        assert line in err, line
+    assert err.index("compiling") < err.index("exporting") < err.index("done: step 3")
+    assert f"--checkpoint {workdir / 'export'}" in err
+    # Metrics were fetched at log steps only: step 2 (log_every) and 3 (the last).
+    logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss" in r] == [2, 3]
+    assert (workdir / "export" / "model.json").is_file()
