@@ -13,7 +13,10 @@ bad variant, a missing file) end in one line and exit status 2.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+import threading
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -38,6 +41,10 @@ def _main(argv) -> None:
     del argv
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep Orbax's INFO lines out of the way
+    # A full disk is reported once, below; Orbax's writer threads would log it for every array
+    # (and, once their event loop has failed, "Event loop is closed" for every pending write).
+    logging.get_absl_handler().addFilter(lambda record: write_failure(record.getMessage()) is None)
+    threading.excepthook = _quiet_write_failures(threading.excepthook)
     from nlq_jax import train
 
     try:
@@ -45,6 +52,68 @@ def _main(argv) -> None:
     except NLQError as e:
         print(f"nlq train: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:
+        reason = write_failure(e)
+        if reason is None:
+            raise
+        print(
+            f"nlq train: error: cannot write into {_WORKDIR.value}: {reason}; make room and run "
+            "the same command again to resume from the last complete checkpoint",
+            file=sys.stderr,
+        )
+        sys.stderr.flush()
+        # Orbax's writer threads still hold the failed save; ending here keeps their shutdown
+        # tracebacks off the terminal. Checkpoints already committed stay intact.
+        os._exit(2)
+
+
+def _quiet_write_failures(default_hook):
+    """A threading.excepthook that drops a background thread's failed write (the main thread
+    reports it when the checkpoint manager is next waited on) and the noise that follows it."""
+    failed = []
+
+    def hook(args) -> None:
+        if write_failure(args.exc_value) is not None:
+            failed.append(args.exc_value)
+        elif not (failed and "Event loop is closed" in str(args.exc_value)):
+            default_hook(args)
+
+    return hook
+
+
+# errno → what to tell the user, for the failures of a full or size-limited disk.
+_WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (a file-size limit)",
+}
+
+
+def write_failure(error: BaseException | str) -> str | None:
+    """What went wrong if `error` is a failed write for lack of space, else None.
+
+    Orbax and TensorStore wrap the operating system's error in their own exceptions (a
+    ValueError whose message carries `os_error_code='28'`), so the message is searched too.
+    """
+    if isinstance(error, str):
+        return _write_failure_in(error)
+    for _ in range(10):  # the exception, then its causes
+        if error is None:
+            return None
+        if isinstance(error, OSError) and error.errno in _WRITE_ERRORS:
+            return _WRITE_ERRORS[error.errno]
+        found = _write_failure_in(str(error))
+        if found:
+            return found
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _write_failure_in(text: str) -> str | None:
+    for code, what in _WRITE_ERRORS.items():
+        if f"os_error_code='{code}'" in text or os.strerror(code) in text:
+            return what
+    return None
 
 
 def _resolve_config(argv: list[str]) -> list[str]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -315,10 +316,29 @@ def _checkpoint_manager(workdir: Path, config):
     return ocp.CheckpointManager(workdir / "checkpoints", options=options)
 
 
+def check_space(directory: Path, state: TrainState, latest: int | None) -> None:
+    """Refuses, in one line, to start a checkpoint that the disk cannot hold.
+
+    A write that runs out of space fails inside Orbax's and TensorStore's writer threads, which
+    report it once per array; checking first (a checkpoint is about the state's size) turns the
+    common case into one clear error, before anything is half-written.
+    """
+    need = sum(int(x.nbytes) for x in jax.tree_util.tree_leaves(state)) * 1.1 + (1 << 20)
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        resume = f"from step {latest}" if latest is not None else "from the start"
+        raise TrainingError(
+            f"not enough space in {directory} for a checkpoint: {free / 1e6:.1f} MB free, about "
+            f"{need / 1e6:.1f} MB needed; make room and run the same command again (it resumes "
+            f"{resume})"
+        )
+
+
 def _save(manager, step: int, state: TrainState, data_it) -> None:
     import grain
     import orbax.checkpoint as ocp
 
+    check_space(Path(manager.directory), state, manager.latest_step())
     manager.save(
         step,
         args=ocp.args.Composite(
@@ -339,6 +359,45 @@ def _restore(manager, step: int, abstract_state, data_it) -> TrainState:
         ),
     )
     return restored.state
+
+
+def _restore_latest_intact(workdir: Path, config, trainer: Trainer, data_it, logger):
+    """(manager, state, step) of the newest checkpoint that restores; (manager, None, None)
+    when there is none. A damaged one (emptied metadata, missing data files, an empty step
+    folder) is moved to `checkpoints_damaged/` with a warning, and the one before it is tried:
+    a run never restarts from scratch while an intact checkpoint exists, and the moved step
+    number is free to be saved again."""
+    manager = _checkpoint_manager(workdir, config)
+    tried = []
+    while True:
+        steps = sorted(manager.all_steps(), reverse=True)
+        steps = [s for s in steps if s not in tried]
+        if not steps:
+            break
+        step = steps[0]
+        tried.append(step)
+        try:
+            return manager, _restore(manager, step, trainer.abstract_state, data_it), step
+        except Exception as e:  # noqa: BLE001 (Orbax and TensorStore raise many kinds)
+            reason = " ".join(str(e).split())[:160] or type(e).__name__
+            broken = workdir / "checkpoints" / str(step)
+            aside = workdir / "checkpoints_damaged" / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+            manager.close()
+            if trainer.is_main and broken.exists():
+                aside.parent.mkdir(parents=True, exist_ok=True)
+                broken.rename(aside)
+            logger.info(
+                f"warning: checkpoint step {step} cannot be restored ({type(e).__name__}: "
+                f"{reason}); moved to {aside}, trying the one before"
+            )
+            manager = _checkpoint_manager(workdir, config)
+    if tried:
+        raise TrainingError(
+            f"no checkpoint in {workdir / 'checkpoints'} could be restored (tried steps "
+            f"{', '.join(map(str, tried))}; moved to {workdir / 'checkpoints_damaged'}); "
+            "rerun to start afresh"
+        )
+    return manager, None, None
 
 
 def make_train_iterator(config):
@@ -503,11 +562,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             "without improvement"
         )
 
-    # Checkpoints: resume if there are any.
-    manager = _checkpoint_manager(workdir, config)
-    latest = manager.latest_step()
+    # Checkpoints: resume from the newest intact one, if there are any.
+    manager, state, latest = _restore_latest_intact(workdir, config, trainer, data_it, logger)
     if latest is not None:
-        state = _restore(manager, latest, trainer.abstract_state, data_it)
         logger.info(f"resumed from step {latest} in {workdir / 'checkpoints'}")
         plateau = plateau_state(state.opt_state)
         if plateau is not None:
@@ -528,6 +585,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             logger.info(f"initialised the weights from the export {config.init_from}")
     start = int(jax.device_get(state.step))
     rng = jax.random.PRNGKey(config.seed + 1)
+    check_space(workdir, state, latest)  # hours before the first checkpoint would find out
 
     # Loop. Metrics stay on the device between log steps (fetching them every step would block
     # asynchronous dispatch on an accelerator); the first non-finite loss is recorded on the

@@ -197,3 +197,92 @@ def test_quickstart_writes_every_promised_file(tmp_path):
     ours = metrics["report"]["ours"]
     assert ours["bpp"] == pytest.approx(metrics["eval"]["bpp"])
     assert "real bitstreams" in result.stderr
+
+
+def _damage(step_dir: Path, how: str) -> None:
+    """The three damages of issue 15: emptied metadata, deleted data files, an empty folder."""
+    import shutil
+
+    if how == "empty_metadata":
+        (step_dir / "state" / "_METADATA").write_bytes(b"")
+    elif how == "deleted_data":
+        for path in (step_dir / "state").rglob("*"):
+            if path.is_file() and "ocdbt" in str(path.relative_to(step_dir / "state")):
+                path.unlink()
+        shutil.rmtree(step_dir / "state" / "d", ignore_errors=True)
+    else:
+        shutil.rmtree(step_dir)
+        step_dir.mkdir()
+
+
+def test_resume_falls_back_past_a_damaged_latest_checkpoint(tmp_path, capsys):
+    import shutil
+
+    config = model_config("factorized", "runlocal")
+    with config.unlocked():
+        config.num_steps, config.checkpoint_every, config.log_every = 4, 2, 2
+        config.eval.source, config.image_every, config.async_checkpoints = "", 0, False
+    first = tmp_path / "first"
+    train.train_and_evaluate(config, first)
+    for how in ("empty_metadata", "deleted_data", "empty_folder"):
+        workdir = tmp_path / how
+        shutil.copytree(first, workdir)
+        shutil.rmtree(workdir / "export")
+        _damage(workdir / "checkpoints" / "4", how)
+        capsys.readouterr()
+        result = train.train_and_evaluate(config, workdir)
+        err = capsys.readouterr().err
+        assert result["step"] == 4, how
+        if how != "empty_folder":  # Orbax may not even list an empty folder as a step
+            assert "warning: checkpoint step 4 cannot be restored" in err, (how, err)
+            assert len(list((workdir / "checkpoints_damaged").iterdir())) == 1, how
+        assert "resumed from step 2" in err, (how, err)
+        # The resumed run trained steps 3 and 4 again, and saved a fresh step 4.
+        assert [r["step"] for r in map(json.loads, (workdir / "metrics.jsonl").open())][-1] == 4
+        assert (workdir / "checkpoints" / "4" / "state").is_dir(), how
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    """Mounts a small tmpfs at `path` where this process may (root on Linux); False otherwise."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    cmd = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
+    return subprocess.run(cmd, capture_output=True).returncode == 0
+
+
+def test_full_disk_ends_in_one_line_with_nothing_half_written(tmp_path, monkeypatch):
+    disk = tmp_path / "disk"
+    if _mount_tmpfs(disk, "3m"):  # a real full disk: the state needs ≈3.6 MB with margin
+        try:
+            rc, _, err = _run(disk / "run", "--config.num_steps=4", "--config.checkpoint_every=2")
+        finally:
+            subprocess.run(["umount", str(disk)], check=False)
+        assert rc == 2
+        assert len(err.strip().splitlines()) == 1 and "not enough space" in err, err
+    else:  # elsewhere, the disk reports 1 MB free
+        free = __import__("shutil").disk_usage(tmp_path)._replace(free=1 << 20)
+        monkeypatch.setattr(train.shutil, "disk_usage", lambda _: free)
+        config = model_config("factorized", "runlocal")
+        with pytest.raises(train.TrainingError, match="not enough space") as e:
+            train.train_and_evaluate(config, disk / "run")
+        assert "\n" not in str(e.value)
+        assert not list((disk / "run" / "checkpoints").glob("*"))
+
+
+def test_write_failures_are_recognised_through_orbax_wrappers():
+    from nlq_jax.main import write_failure
+
+    wrapped = ValueError(
+        'OUT_OF_RANGE: Error writing "params.w/0.0.0" in OCDBT database: Failed to write 687871 '
+        "bytes to file 7: No space left on device [os_error_code='28']"
+    )
+    assert write_failure(wrapped) == "no space left on device"
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("save failed") from inner
+    except RuntimeError as outer:
+        assert write_failure(outer) == "no space left on device"
+    assert write_failure(ValueError("shapes differ")) is None
