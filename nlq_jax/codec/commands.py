@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from nlq_jax.errors import NLQError
 
@@ -33,9 +32,23 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
             type=int,
             help="code only the first stages of an RVQ model (a smaller, coarser file)",
         )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="overwrite OUTPUT even if it is not a .nlq file (without it, an existing OUTPUT "
+            "is replaced only if it is a .nlq file or empty); the input image itself, a "
+            "directory or a device are never overwritten",
+        )
     elif command == "decompress":
         parser.add_argument("input", help=".nlq file")
         parser.add_argument("output", help="image to write (.png)")
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="overwrite OUTPUT even if nlq did not write it (without it, an existing OUTPUT "
+            "is replaced only if it is empty or a PNG/TIFF that nlq decompress wrote); the "
+            "input file itself, a directory or a device are never overwritten",
+        )
         parser.add_argument(
             "--checkpoint", help="export directory of the model (default: the one that wrote it)"
         )
@@ -72,10 +85,21 @@ def _say(args, message: str) -> None:
 
 
 def _compress(args) -> int:
-    from nlq_jax.codec.api import Codec
+    import warnings
+
+    from PIL import Image
+
+    from nlq_jax.codec import files
+    from nlq_jax.codec.api import MAX_PIXELS, Codec
     from nlq_jax.codec.image_io import load_image
 
-    image = load_image(args.input)
+    files.check_output(
+        args.output, args.input, force=args.force, is_ours=_is_nlq_file, kind="a .nlq file"
+    )
+    with warnings.catch_warnings():
+        # Pillow warns of images over its own pixel limit; the codec's, far lower, refuses them.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = load_image(args.input, max_pixels=MAX_PIXELS)
     for note in image.notes:
         _say(args, f"note: {note}")
     codec = Codec.load(args.checkpoint)
@@ -90,7 +114,7 @@ def _compress(args) -> int:
     start = time.perf_counter()
     data = codec.compress(image.pixels, channels=image.channels, **options)
     seconds = time.perf_counter() - start
-    _write(args.output, data)
+    files.write_atomic(args.output, data)
     h, w = image.pixels.shape[:2]
     _say(
         args,
@@ -100,10 +124,14 @@ def _compress(args) -> int:
 
 
 def _decompress(args) -> int:
-    from nlq_jax.codec import container
+    from nlq_jax.codec import container, files
     from nlq_jax.codec.api import MAX_PIXELS, Codec, find_checkpoint
-    from nlq_jax.codec.image_io import save_image
+    from nlq_jax.codec.image_io import save_image, written_by_nlq
 
+    files.check_output(
+        args.output, args.input, force=args.force, is_ours=written_by_nlq,
+        kind="an image nlq decompress wrote",
+    )  # fmt: skip
     data = container.read_file(args.input)
     container.unpack(data, max_pixels=MAX_PIXELS)  # a bad file fails before a model loads
     checkpoint = args.checkpoint or find_checkpoint(data)
@@ -147,12 +175,11 @@ def _init(args) -> int:
     return 0
 
 
-def _write(path: str, data: bytes) -> None:
-    out = Path(path)
+def _is_nlq_file(path: str) -> bool:
+    from nlq_jax.codec import container
+
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(out)  # never leave a half-written file under the final name
-    except OSError as e:
-        raise NLQError(f"cannot write {path}: {e.strerror}") from None
+        with open(path, "rb") as f:
+            return f.read(len(container.MAGIC)) == container.MAGIC
+    except OSError:
+        return False

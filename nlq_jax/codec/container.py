@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import stat
 import struct
 import zlib
 from collections.abc import Sequence
@@ -48,6 +49,8 @@ MAX_NAME_LENGTH = 64
 MAX_SIDE = 65535
 MAX_STREAMS = 32
 MAX_STREAM_BYTES = (1 << 32) - 1
+# The largest file `read_file` reads: 1 GiB.
+MAX_FILE_BYTES = 1 << 30
 CHANNELS = (1, 3)
 
 _NAME_RE = re.compile(rb"[a-z0-9_]{1,64}")
@@ -282,8 +285,11 @@ def _truncation_hint(data: bytes) -> str:
     return ""
 
 
-def read_file(path: str | os.PathLike, max_bytes: int = 1 << 30) -> bytes:
+def read_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """Reads a .nlq file whole, refusing one larger than `max_bytes` without reading it.
+
+    Only regular files and pipes are read (a pipe up to `max_bytes`); a device such as
+    /dev/zero is refused before any byte is read.
 
     Args:
         path: the file.
@@ -294,11 +300,14 @@ def read_file(path: str | os.PathLike, max_bytes: int = 1 << 30) -> bytes:
 
     Raises:
         FormatError: the file is larger than `max_bytes`.
-        NLQError: the file is missing, a directory, or cannot be read.
+        NLQError: the file is missing, a directory, a device or socket, or cannot be read.
     """
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+                raise NLQError(f"{os.fspath(path)}: not a regular file (a device or socket)")
+            size = st.st_size
             if size > max_bytes:
                 raise FormatError(
                     f"{os.fspath(path)}: too large for a .nlq file ({size} bytes, "

@@ -8,7 +8,12 @@ so that decompression can write them back as greyscale.
 
 Images are refused with a one-line `ImageError` when they cannot be read, are truncated, are of
 a kind with no faithful 8-bit RGB meaning (32-bit float samples), or are larger than a pixel
-limit; the limit is checked from the file header before any pixel is decoded.
+limit; the limit is checked from the file header before any pixel is decoded. Only regular files
+and pipes are read, and at most `nlq_jax.codec.files.MAX_INPUT_BYTES` of them (a device such as
+/dev/zero is refused before it is read).
+
+`save_image` marks the PNG and TIFF files it writes as written by nlq_jax (their "Software"
+field), so that `nlq decompress` knows which existing files it may replace (`written_by_nlq`).
 """
 
 from __future__ import annotations
@@ -16,19 +21,22 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import secrets
 import sys
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
+from nlq_jax.codec import files
 from nlq_jax.errors import ImageError, NLQError
 
 if TYPE_CHECKING:
     import jax
 
 DEFAULT_MAX_PIXELS = 1 << 28
+# The "Software" field of the PNG and TIFF files that `save_image` writes.
+SOFTWARE = "nlq_jax"
+_TIFF_SOFTWARE_TAG = 305
 
 # Modes whose pixels are a single grey level (alpha aside): loaded with channels=1.
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -79,7 +87,10 @@ class LoadedImage:
 
 
 def load_image(
-    path_or_file: str | os.PathLike | BinaryIO, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    path_or_file: str | os.PathLike | BinaryIO,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = files.MAX_INPUT_BYTES,
 ) -> LoadedImage:
     """Reads an image file into 8-bit RGB.
 
@@ -90,15 +101,24 @@ def load_image(
             own limit (`PIL.Image.MAX_IMAGE_PIXELS`: a warning above it, a refusal above twice
             it) applies too; filters for its warning are left to the application, since
             changing them here would not be thread-safe.
+        max_bytes: largest file read, for a path: a larger regular file is refused before it
+            is opened, a pipe is read up to this. Devices are refused.
 
     Returns:
         The pixels, whether the source was greyscale, and notes on any conversion.
 
     Raises:
         ImageError: the file is missing, unreadable, not an image, truncated, of an unsupported
-            mode, empty, or larger than `max_pixels`.
+            mode, empty, larger than `max_pixels` or `max_bytes`, or not a regular file or pipe.
     """
     name = _display_name(path_or_file)
+    owned = isinstance(path_or_file, (str, os.PathLike))
+    if owned:
+        try:
+            if not files.check_input(path_or_file, max_bytes):  # a pipe: Pillow must seek
+                path_or_file = io.BytesIO(files.read_capped(path_or_file, max_bytes))
+        except NLQError as e:
+            raise ImageError(str(e)) from None
     im = _open(path_or_file, name)
     try:
         pixels, channels, notes = _decode(im, name, max_pixels, path_or_file)
@@ -107,7 +127,7 @@ def load_image(
     except Exception as e:  # noqa: BLE001 - Pillow's decoders raise many types on bad data.
         raise ImageError(f"{name}: {_describe_decode_error(e)}") from None
     finally:
-        if isinstance(path_or_file, (str, os.PathLike)):
+        if owned:
             im.close()
     return LoadedImage(pixels=pixels, channels=channels, notes=notes)
 
@@ -275,7 +295,8 @@ def save_image(path: str | os.PathLike, pixels: np.ndarray, channels: int = 3) -
 
     The format follows the extension: .png (also when there is none), .bmp, .tif/.tiff,
     .ppm/.pgm/.pnm. The file is written to a temporary name and renamed, so a failure never
-    leaves a partial image at `path`.
+    leaves a partial image at `path`, nor the temporary file. PNG and TIFF files are marked as
+    written by nlq_jax (see `written_by_nlq`).
 
     Args:
         path: where to write.
@@ -305,22 +326,37 @@ def save_image(path: str | os.PathLike, pixels: np.ndarray, channels: int = 3) -
         image = Image.fromarray(grey.astype(np.uint8), mode="L")
     else:
         image = Image.fromarray(np.ascontiguousarray(pixels), mode="RGB")
+    fmt = _SAVE_FORMATS[suffix]
+    marker = {}
+    if fmt == "PNG":
+        marker["pnginfo"] = PngImagePlugin.PngInfo()
+        marker["pnginfo"].add_text("Software", SOFTWARE)
+    elif fmt == "TIFF":
+        marker["tiffinfo"] = {_TIFF_SOFTWARE_TAG: SOFTWARE}
     buffer = io.BytesIO()
-    image.save(buffer, format=_SAVE_FORMATS[suffix])
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp_name = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    image.save(buffer, format=fmt, **marker)
+    files.write_atomic(path, buffer.getvalue())
+
+
+def written_by_nlq(path: str | os.PathLike) -> bool:
+    """Whether `path` is an image that `save_image` wrote (a PNG or TIFF marked with
+    `SOFTWARE`); False for anything else, including unreadable files.
+
+    Args:
+        path: an existing file.
+
+    Returns:
+        True if `nlq decompress` may replace it without `--force`.
+    """
     try:
-        os.makedirs(directory, exist_ok=True)
-        # os.open with 0o666 honours the umask, unlike tempfile's private 0o600 files.
-        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(buffer.getvalue())
-        os.replace(tmp_name, path)
-    except OSError as e:
-        raise NLQError(f"{path}: cannot write ({_one_line(e.strerror or e)})") from None
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        with Image.open(path) as im:
+            if im.format == "PNG":
+                return im.info.get("Software") == SOFTWARE
+            if im.format == "TIFF":
+                return im.tag_v2.get(_TIFF_SOFTWARE_TAG) == SOFTWARE
+    except Exception:  # noqa: BLE001 - any unreadable file is not ours.
+        return False
+    return False
 
 
 def _namespace(x: object):
