@@ -14,7 +14,6 @@ with other weights is refused (the header carries a hash of weights and tables).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import jax
 import numpy as np
 
 from nlq_jax import checkpoint, models
-from nlq_jax.codec import container
+from nlq_jax.codec import container, model_index
 from nlq_jax.codec.image_io import to_float, to_uint8
 from nlq_jax.errors import CheckpointError, FormatError, ImageError, ModelMismatchError
 from nlq_jax.models.base import Runner
@@ -204,44 +203,16 @@ class Codec:
         return {"x_hat": out["x_hat"][:, :h, :w], "bits": out["bits"], "aux": out.get("aux", {})}
 
 
-# A small index from model hash to export directory, so `nlq decompress` finds the model that
-# wrote a file without being told (`--checkpoint` still wins).
-def nlq_home() -> Path:
-    """Where nlq_jax keeps its small caches: $NLQ_HOME, else ~/.cache/nlq_jax."""
-    home = os.environ.get("NLQ_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "nlq_jax"
-    )
-    return Path(home)
-
-
-def _index_path() -> Path:
-    return nlq_home() / "models.json"
-
-
-def remember(model_hash: bytes, directory: str | os.PathLike) -> None:
-    """Records that `directory` holds the model with `model_hash` (best effort)."""
-    path = _index_path()
-    try:
-        index = json.loads(path.read_text()) if path.exists() else {}
-        index[model_hash.hex()] = str(Path(directory).absolute())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(index, indent=1))
-        tmp.replace(path)
-    except (OSError, ValueError):
-        pass  # the index is a convenience; never fail a compression because of it
+# The local index from model hash to export directory (`nlq_jax.codec.model_index`), so that
+# `nlq decompress` finds the model that wrote a file without being told.
+nlq_home = model_index.nlq_home
+remember = model_index.remember
 
 
 def find_checkpoint(data: bytes) -> Path:
     """The export directory that wrote a .nlq file, from the local index."""
     header, _ = container.unpack(data, max_pixels=MAX_PIXELS)
-    try:
-        index = json.loads(_index_path().read_text())
-    except (OSError, ValueError):
-        index = {}
-    found = index.get(header.model_hash.hex()) if isinstance(index, dict) else None
-    if found is None or not Path(found).is_dir():
-        found = _shipped_with_hash(header.model_hash)
+    found = model_index.lookup(header.model_hash) or _shipped_with_hash(header.model_hash)
     if found is None:
         raise CheckpointError(
             f"the file was made by model {header.model_name!r} ({header.model_hash.hex()}), "
