@@ -52,6 +52,10 @@ setup(
             "tensorflow-datasets>=4.9.6",
             "imagecodecs>=2024.1.1",
             "pillow-heif>=0.16",
+            # tests/test_notebooks.py executes colab/*.ipynb in a kernel of this interpreter.
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
         ],
     },
     entry_points={"console_scripts": ["nlq = nlq_jax.cli:main"]},
