@@ -3,7 +3,7 @@
 An export is what `nlq compress`/`nlq decompress` and `nlq eval` read:
 
 ```
-DIR/model.json   {"format": "nlq_jax.export", "version": 1, "model": NAME, "kwargs": {...},
+DIR/model.json   {"format": "nlq_jax.export", "version": 2, "model": NAME, "kwargs": {...},
                   "label": "...", "hash": HEX}
 DIR/state/       Orbax checkpoint of {"params": ..., "tables": {name: arrays},
                   "model_state": {collection: ...}}   (model_state only when not empty)
@@ -14,13 +14,24 @@ other than "params" that the forward reads (e.g. "quantizer_state": the EMA code
 quantizers); models without any have none, and their exports and hashes are as before.
 `hash` (sha256 of the parameters, model state and tables, first 16 bytes) goes into every .nlq
 file, so a file is never decoded with other weights.
+
+Versions: in version 2 the hash also covers the model description, `model` and `kwargs` (as
+canonical JSON), so that an edited or damaged model.json is refused rather than building another
+model around the weights; in version 1 (exports written before, such as the shipped model) it
+covers the arrays only, and version-1 exports load as they always did, their hash unchanged.
+`read_meta` checks every field in both versions: `model` must be a registered model and `kwargs`
+arguments its constructor accepts, each of the field's type (JSON numbers, strings, booleans,
+lists); anything else is one `CheckpointError` line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import os
+import re
 from pathlib import Path
 
 import jax
@@ -29,7 +40,9 @@ import numpy as np
 from nlq_jax.entropy.tables import CodingTables
 from nlq_jax.errors import CheckpointError
 
-FORMAT, VERSION = "nlq_jax.export", 1
+FORMAT, VERSION = "nlq_jax.export", 2
+SUPPORTED_VERSIONS = (1, 2)
+_HASH_RE = re.compile(r"[0-9a-f]{32}")
 
 
 def tables_to_tree(tables: dict) -> dict:
@@ -48,10 +61,29 @@ def tables_from_tree(tree: dict) -> dict:
     }
 
 
-def model_hash(params: dict, tables: dict, model_state: dict | None = None) -> bytes:
+def description_bytes(model_name: str, model_kwargs: dict) -> bytes:
+    """The model description that a version-2 hash covers: canonical JSON of name and kwargs
+    (sorted keys, no spaces; tuples as lists, as model.json stores them)."""
+    desc = {"model": model_name, "kwargs": dict(model_kwargs)}
+    return json.dumps(desc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def model_hash(
+    params: dict,
+    tables: dict,
+    model_state: dict | None = None,
+    *,
+    description: bytes | None = None,
+) -> bytes:
     """16-byte fingerprint of parameters, model state and tables (names, dtypes, shapes and
-    bytes). An empty `model_state` leaves the fingerprint of params and tables unchanged."""
+    bytes), and of the model description when given (version 2, see `description_bytes`).
+
+    An empty `model_state` and no `description` leave the fingerprint of params and tables
+    unchanged (version 1).
+    """
     h = hashlib.sha256()
+    if description is not None:
+        h.update(b"description" + len(description).to_bytes(8, "little") + description)
     tree = {"params": params, "tables": tables_to_tree(tables)}
     if model_state:
         tree["model_state"] = model_state
@@ -74,14 +106,19 @@ def export(
     *,
     label: str | None = None,
     model_state: dict | None = None,
+    version: int = VERSION,
 ) -> Path:
     """Writes an export directory (overwriting one that exists); returns its path.
 
     `model_state` holds the variable collections other than "params" (see the module
-    docstring); empty or None for models without any.
+    docstring); empty or None for models without any. `version` 1 keeps the hash of an
+    export of that version (its files stay decodable); new exports are version 2.
     """
     import orbax.checkpoint as ocp
 
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"export version must be one of {SUPPORTED_VERSIONS}, got {version}")
+    validate_description(model_name, model_kwargs, "export")
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     params = jax.tree_util.tree_map(np.asarray, params)
@@ -91,13 +128,14 @@ def export(
         state["model_state"] = model_state
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(directory / "state", state, force=True)
+    description = description_bytes(model_name, model_kwargs) if version >= 2 else None
     meta = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": version,
         "model": model_name,
-        "kwargs": dict(model_kwargs),
+        "kwargs": json.loads(json.dumps(dict(model_kwargs))),  # tuples as lists
         "label": label or model_name,
-        "hash": model_hash(params, tables, model_state).hex(),
+        "hash": model_hash(params, tables, model_state, description=description).hex(),
     }
     if jax.process_index() == 0:
         (directory / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -115,9 +153,86 @@ def read_meta(directory: str | os.PathLike) -> dict:
         raise CheckpointError(f"cannot read {path}: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a nlq_jax export description")
-    if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path} has export version {meta.get('version')}; need {VERSION}")
+    version = meta.get("version")
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        raise CheckpointError(
+            f"{path} has export version {version!r}; this nlq_jax reads versions "
+            f"{', '.join(map(str, SUPPORTED_VERSIONS))}"
+        )
+    if not isinstance(meta.get("hash"), str) or not _HASH_RE.fullmatch(meta["hash"]):
+        raise CheckpointError(f"{path}: 'hash' must be 32 lowercase hex digits")
+    validate_description(meta.get("model"), meta.get("kwargs"), str(path))
+    if not isinstance(meta.setdefault("label", meta["model"]), str):
+        raise CheckpointError(f"{path}: 'label' must be a string")
     return meta
+
+
+def validate_description(model_name: object, model_kwargs: object, where: str) -> None:
+    """Checks that `model_name` is a registered model and `model_kwargs` arguments that its
+    constructor accepts, each a JSON value of its field's type.
+
+    Args:
+        model_name: the description's model name.
+        model_kwargs: its constructor arguments (a dict; lists stand for tuples).
+        where: what is checked, for the message (model.json's path).
+
+    Raises:
+        CheckpointError: one line saying what is wrong.
+    """
+    from nlq_jax import models
+
+    if not isinstance(model_name, str) or model_name not in models.MODELS:
+        raise CheckpointError(
+            f"{where}: 'model' is {model_name!r}, not one of {', '.join(models.MODELS)}"
+        )
+    if not isinstance(model_kwargs, dict):
+        raise CheckpointError(f"{where}: 'kwargs' must be an object, got {model_kwargs!r}")
+    module = models.get_module(model_name)
+    fields = {
+        f.name: f.type for f in dataclasses.fields(module.Model) if f.name not in ("parent", "name")
+    }
+    for key, value in model_kwargs.items():
+        if key not in fields:
+            raise CheckpointError(
+                f"{where}: {model_name} has no argument {key!r} (its arguments: "
+                f"{', '.join(fields)})"
+            )
+        if not _of_type(value, str(fields[key])):
+            raise CheckpointError(
+                f"{where}: {model_name} argument {key}={value!r} is not of type {fields[key]}"
+            )
+    try:
+        module.Model(**{k: tuple(v) if isinstance(v, list) else v for k, v in model_kwargs.items()})
+    except Exception as e:  # noqa: BLE001 - any refusal of the constructor is the export's fault
+        raise CheckpointError(f"{where}: {model_name}({model_kwargs}) fails: {e}") from None
+
+
+def _of_type(value: object, annotation: str) -> bool:
+    """Whether a JSON value fits a model field's annotation (a string under PEP 563)."""
+    if annotation.endswith(" | None") and value is None:
+        return True
+    annotation = annotation.removesuffix(" | None")
+    scalar = {
+        "int": lambda v: type(v) is int,
+        "float": lambda v: type(v) in (int, float) and math.isfinite(v),
+        "bool": lambda v: type(v) is bool,
+        "str": lambda v: type(v) is str,
+    }
+    if annotation in scalar:
+        return scalar[annotation](value)
+    if annotation.startswith(("tuple[", "Sequence[", "list[")):
+        inner = annotation[annotation.index("[") + 1 : -1].split(",")[0].strip()
+        check = scalar.get(inner, _is_json)
+        return isinstance(value, (list, tuple)) and all(check(v) for v in value)
+    return _is_json(value)
+
+
+def _is_json(value: object) -> bool:
+    if value is None or type(value) in (bool, int, str):
+        return True
+    if type(value) is float:
+        return math.isfinite(value)
+    return isinstance(value, (list, tuple)) and all(_is_json(v) for v in value)
 
 
 def load(directory: str | os.PathLike) -> tuple[dict, dict, dict]:
@@ -146,6 +261,14 @@ def load_variables(directory: str | os.PathLike) -> tuple[dict, dict, dict]:
     params = jax.tree_util.tree_map(np.asarray, state["params"])
     model_state = jax.tree_util.tree_map(np.asarray, dict(state.get("model_state") or {}))
     tables = tables_from_tree(jax.tree_util.tree_map(np.asarray, state["tables"]))
-    if model_hash(params, tables, model_state).hex() != meta["hash"]:
-        raise CheckpointError(f"{directory}: weights or tables do not match model.json's hash")
+    description = meta_description(meta)
+    if model_hash(params, tables, model_state, description=description).hex() != meta["hash"]:
+        covered = "weights or tables" if description is None else "weights, tables, model or kwargs"
+        raise CheckpointError(f"{directory}: {covered} do not match model.json's hash")
     return meta, {"params": params, **model_state}, tables
+
+
+def meta_description(meta: dict) -> bytes | None:
+    """What an export's hash covers besides the arrays: None for version 1, else its
+    `description_bytes`."""
+    return description_bytes(meta["model"], meta["kwargs"]) if meta["version"] >= 2 else None

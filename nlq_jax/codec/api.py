@@ -64,6 +64,8 @@ class Codec:
       jit: compile the bitstream path (False: run it eagerly, for determinism tests).
       model_state: the model's other variable collections that its forward reads, e.g.
         {"quantizer_state": EMA codebooks}; exported and hashed with the parameters.
+      hash_version: what `hash` covers (see `nlq_jax.checkpoint`): 2, the default, the arrays
+        and the model description; 1, the arrays only (exports of version 1).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class Codec:
         label: str | None = None,
         jit: bool = True,
         model_state: dict | None = None,
+        hash_version: int = checkpoint.VERSION,
     ):
         self.model_name = model_name
         # JSON gives lists where the model's fields are tuples (e.g. prior_filters).
@@ -88,7 +91,12 @@ class Codec:
         self.model_state = dict(model_state or {})
         self.tables = self.module.build_tables(self.model, params) if tables is None else tables
         self.name = label or model_name
-        self.hash = checkpoint.model_hash(params, self.tables, self.model_state)
+        self.hash_version = hash_version
+        described = hash_version >= 2
+        description = checkpoint.description_bytes(model_name, self.model_kwargs)
+        self.hash = checkpoint.model_hash(
+            params, self.tables, self.model_state, description=description if described else None
+        )
         self.runner = Runner(self.model, self.variables, self.tables, jit=jit)
         self._forward = None
 
@@ -108,7 +116,7 @@ class Codec:
         params = variables.pop("params")
         codec = cls(
             meta["model"], meta["kwargs"], params, tables, label=meta.get("label"), jit=jit,
-            model_state=variables,
+            model_state=variables, hash_version=meta["version"],
         )  # fmt: skip
         remember(codec.hash, directory)
         return codec
@@ -123,6 +131,7 @@ class Codec:
             self.tables,
             label=self.name,
             model_state=self.model_state,
+            version=self.hash_version,
         )
         remember(self.hash, path)
         return path
