@@ -67,14 +67,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Reads an image as 8-bit RGB, HxWx3 (grayscale is repeated, alpha dropped, like Pillow).
 
     Raises:
-      ImageError: the file cannot be decoded.
+      ImageError: the file cannot be decoded, or is over twice Pillow's pixel limit
+        (`PIL.Image.MAX_IMAGE_PIXELS`).
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError, ValueError) as e:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+        # DecompressionBombError: over twice Pillow's pixel limit, refused before decoding.
         raise ImageError(f"cannot read image {os.fspath(path)!r}: {e}") from e
 
 
