@@ -102,6 +102,10 @@ def check_output(
             file that is not `kind` and `force` is False.
     """
     name = os.fspath(output)
+    # realpath also catches "missing/../in.png", which becomes the input once the folders
+    # that the writer creates exist.
+    if os.path.realpath(output) == os.path.realpath(input):
+        raise NLQError(f"{name}: is the input file; refusing to overwrite it")
     try:
         st = os.stat(output)
     except FileNotFoundError:
@@ -128,7 +132,10 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         NLQError: the file cannot be written (the message says why, in one line).
     """
     name = os.fspath(path)
-    directory, base = os.path.split(os.path.abspath(name))
+    # The temporary file goes where the kernel will resolve `path`, so the rename stays within
+    # one folder (abspath would resolve "link/.." differently).
+    directory, base = os.path.split(name)
+    directory = directory or "."
     tmp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.part")
     try:
         os.makedirs(directory, exist_ok=True)

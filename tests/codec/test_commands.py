@@ -177,6 +177,40 @@ def test_failed_writes_leave_no_temporary_file(tmp_path, png, export, capsys, mo
     assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+@pytest.fixture()
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs filled to the last byte (needs the right to mount: root in a container
+    with CAP_SYS_ADMIN, as in CI; skipped elsewhere, where the fault-injected test stands)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                           capture_output=True)  # fmt: skip
+    if mount.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, bytes(4096))
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_leaves_no_temporary_file(tmp_path, png, export, full_disk, capsys):
+    nlq = tmp_path / "x.nlq"
+    assert cli.main(["compress", str(png), str(nlq), "--checkpoint", str(export), "-q"]) == 0
+    compress = ["compress", str(png), str(full_disk / "x.nlq"), "--checkpoint", str(export)]
+    _one_error(*_run(compress, capsys), "compress", "No space left on device")
+    decompress = ["decompress", str(nlq), str(full_disk / "x.png")]
+    _one_error(*_run(decompress, capsys), "decompress", "No space left on device")
+    assert [p.name for p in full_disk.iterdir()] == ["filler"]
+
+
 def test_devices_are_refused_before_reading(tmp_path, export, capsys):
     if not os.path.exists("/dev/zero"):
         pytest.skip("no /dev/zero")

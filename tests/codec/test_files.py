@@ -66,6 +66,7 @@ def test_output_rules(tmp_path):
     check(other, force=True)
     for output, message in [
         (src, "input"), (tmp_path / "alias.png", "input"), (tmp_path / "." / "in.png", "input"),
+        (tmp_path / "missing" / ".." / "in.png", "input"),
         (tmp_path / "dir", "directory"), (other, "--force"),
     ]:  # fmt: skip
         with pytest.raises(NLQError, match=message):
