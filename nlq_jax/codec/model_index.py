@@ -77,7 +77,8 @@ def _parse(data: bytes) -> tuple[dict[str, str], str | None]:
         if isinstance(k, str) and _HASH_RE.fullmatch(k) and isinstance(v, str) and v
     }
     if len(valid) != len(index):
-        return valid, f"{len(index) - len(valid)} invalid entries"
+        bad = len(index) - len(valid)
+        return valid, f"{bad} invalid {'entry' if bad == 1 else 'entries'}"
     return valid, None
 
 
