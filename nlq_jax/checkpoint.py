@@ -18,7 +18,9 @@ file, so a file is never decoded with other weights.
 Versions: in version 2 the hash also covers the model description, `model` and `kwargs` (as
 canonical JSON), so that an edited or damaged model.json is refused rather than building another
 model around the weights; in version 1 (exports written before, such as the shipped model) it
-covers the arrays only, and version-1 exports load as they always did, their hash unchanged.
+covers the arrays only, and version-1 exports load as they always did, their hash unchanged
+(their kwargs are checked instead to build parameters of the stored shapes, an abstract init of
+≈0.1–1 s, skipped for the shipped models).
 `read_meta` checks every field in both versions: `model` must be a registered model and `kwargs`
 arguments its constructor accepts, each of the field's type (JSON numbers, strings, booleans,
 lists); anything else is one `CheckpointError` line.
@@ -43,6 +45,8 @@ from nlq_jax.errors import CheckpointError
 FORMAT, VERSION = "nlq_jax.export", 2
 SUPPORTED_VERSIONS = (1, 2)
 _HASH_RE = re.compile(r"[0-9a-f]{32}")
+# The shipped exports' folder (`nlq_jax.pretrained`): their version-1 descriptions are trusted.
+_SHIPPED = Path(__file__).resolve().parent / "pretrained"
 
 
 def tables_to_tree(tables: dict) -> dict:
@@ -265,7 +269,43 @@ def load_variables(directory: str | os.PathLike) -> tuple[dict, dict, dict]:
     if model_hash(params, tables, model_state, description=description).hex() != meta["hash"]:
         covered = "weights or tables" if description is None else "weights, tables, model or kwargs"
         raise CheckpointError(f"{directory}: {covered} do not match model.json's hash")
+    if description is None and Path(directory).resolve().parent != _SHIPPED:
+        # Version 1: the hash does not cover kwargs, so check that they build these weights.
+        check_param_shapes(meta["model"], meta["kwargs"], params, str(directory))
     return meta, {"params": params, **model_state}, tables
+
+
+def check_param_shapes(model_name: str, model_kwargs: dict, params: dict, where: str) -> None:
+    """Checks that the model described builds parameters of the shapes of `params` (an abstract
+    init, ≈0.1–0.4 s); version-1 exports need it, their hash not covering the description.
+
+    Raises:
+        CheckpointError: a parameter is missing, extra or of another shape, in one line.
+    """
+    import functools
+
+    from nlq_jax import models
+
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in model_kwargs.items()}
+    model = models.get_model(model_name, **kwargs)
+    x = jax.ShapeDtypeStruct((1, model.stride, model.stride, 3), np.float32)
+    rngs = {k: jax.random.key(0) for k in ("params", "noise", "quantizer")}
+    try:
+        expected = jax.eval_shape(functools.partial(model.init, training=True), rngs, x)["params"]
+    except Exception as e:  # noqa: BLE001 - a description the model cannot even build
+        raise CheckpointError(f"{where}: {model_name}({model_kwargs}) fails: {e}") from None
+
+    def shapes(tree):
+        flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+        return {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in flat}
+
+    want, have = shapes(expected), shapes(params)
+    if want != have:
+        key = min(set(want) ^ set(have) or {k for k in want if want[k] != have[k]})
+        raise CheckpointError(
+            f"{where}: the weights do not fit {model_name}({model_kwargs}): parameter {key} "
+            f"is {have.get(key, 'missing')} in the export, {want.get(key, 'absent')} in the model"
+        )
 
 
 def meta_description(meta: dict) -> bytes | None:

@@ -86,6 +86,21 @@ def test_version_2_hash_covers_model_and_kwargs(tmp_path, exports):
             Codec.load(damaged)
 
 
+def test_version_1_kwargs_must_build_the_weights(tmp_path, exports, capsys):
+    """A version-1 hash does not cover kwargs: valid ones of another model size are refused
+    by the shapes of the weights, in one line (they ended in a ScopeParamShapeError)."""
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    for i, kwargs in enumerate([{"N": 32, "M": 64}, {"N": 32}]):  # M: 48; default 192
+        damaged = _damaged(tmp_path / str(i), exports[1], kwargs=kwargs)
+        with pytest.raises(CheckpointError, match="the weights do not fit hyperprior"):
+            Codec.load(damaged)
+        argv = ["compress", str(image), str(tmp_path / "x.nlq"), "--checkpoint", str(damaged)]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "do not fit" in err[0], err
+
+
 def test_version_1_exports_load_with_their_hash(tmp_path, exports):
     v1, v2 = Codec.load(exports[1]), Codec.load(exports[2])
     assert v1.hash_version == 1 and v2.hash_version == 2
