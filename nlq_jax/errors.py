@@ -9,6 +9,11 @@ class FormatError(NLQError):
     """A .nlq file is corrupted, truncated, foreign, of another version, or absurd."""
 
 
+class MemoryBudgetError(NLQError):
+    """Decoding a file would need more memory than allowed (its estimate exceeds the budget) or
+    than the machine has (an out-of-memory during decoding)."""
+
+
 class ModelMismatchError(NLQError):
     """A .nlq file was written by another model or other weights than the ones given."""
 

@@ -10,6 +10,16 @@ Any image size works: the image is padded (edge-replicated) on the bottom and ri
 multiple of the model's stride, and the reconstruction is cropped back. The bytes of an image
 depend only on the image and the model (not on the batch it came in, nor on jit); a file made
 with other weights is refused (the header carries a hash of weights and tables).
+
+Decoding is bounded: a file's header alone decides what its decoder allocates (54 bytes can
+declare 2048² pixels), so before decoding anything `decode_header` checks the streams' number
+and lengths against what the model writes for the declared size and compares the model's
+estimate of its peak memory (`Codec.decode_memory`, each model's `decode_memory`) with a budget,
+`max_memory` (default `DEFAULT_MAX_MEMORY`, 4 GiB). A legitimately tiny file of a huge flat
+image is valid: entropy coding makes a 4096² black image a few hundred bytes. The budget, not
+the file size, is the guard: such a file decodes when its estimate fits, and is refused with
+`MemoryBudgetError` otherwise (raise the budget to decode it); an out-of-memory inside XLA
+becomes the same error.
 """
 
 from __future__ import annotations
@@ -23,12 +33,22 @@ import numpy as np
 from nlq_jax import checkpoint, models
 from nlq_jax.codec import container, model_index
 from nlq_jax.codec.image_io import to_float, to_uint8
-from nlq_jax.errors import CheckpointError, FormatError, ImageError, ModelMismatchError
-from nlq_jax.models.base import Runner
+from nlq_jax.errors import (
+    CheckpointError,
+    FormatError,
+    ImageError,
+    MemoryBudgetError,
+    ModelMismatchError,
+)
+from nlq_jax.models.base import Runner, check_streams
 
 # Largest image the codec accepts (both ways): its synthesis transform holds N float32 feature
 # maps at full resolution, ~8.6 GB for 16.7 MP at N = 128.
 MAX_PIXELS = 1 << 24
+# Decoding is refused when the model's estimate of its peak memory for the file's declared size
+# exceeds this (`max_memory` of `Codec.decompress`, `nlq decompress --max-memory`): a file's
+# header alone decides what its decoder allocates, so a few bytes can ask for gigabytes.
+DEFAULT_MAX_MEMORY = 4 << 30
 
 
 def pad_to_multiple(x: np.ndarray, multiple: int) -> np.ndarray:
@@ -166,8 +186,27 @@ class Codec:
         ]
 
     # Decoding.
-    def decode_header(self, data: bytes) -> tuple[container.Header, list[bytes]]:
-        """Parses and checks a file against this model; FormatError / ModelMismatchError."""
+    def decode_header(
+        self, data: bytes, *, max_memory: int | None = None
+    ) -> tuple[container.Header, list[bytes]]:
+        """Parses and checks a file against this model, before anything is allocated for it.
+
+        Checks the container (`container.unpack`), the model's name and hash, the number of
+        streams and each one's length against what this model writes for the declared size
+        (`stream_specs`), and the estimated peak memory of decoding it against the budget.
+
+        Args:
+          data: the whole .nlq file.
+          max_memory: the budget in bytes (default `DEFAULT_MAX_MEMORY`).
+
+        Returns:
+          `(header, streams)`.
+
+        Raises:
+          FormatError: a malformed file, or streams this model cannot have written.
+          ModelMismatchError: the file was written by another model or other weights.
+          MemoryBudgetError: decoding would need more than `max_memory` bytes.
+        """
         header, streams = container.unpack(data, max_pixels=MAX_PIXELS)
         if header.model_name != self.model_name or header.model_hash != self.hash:
             raise ModelMismatchError(
@@ -175,20 +214,61 @@ class Codec:
                 f"{header.model_hash.hex()}, not by this {self.model_name!r} "
                 f"({self.hash.hex()})"
             )
+        hp, wp = self._padded(header.height, header.width)
+        check_streams(self.module.stream_specs(self.model, hp, wp), streams)
+        budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
+        need = self.decode_memory(header.height, header.width)
+        if need > budget:
+            raise MemoryBudgetError(
+                f"decoding this {header.width}×{header.height} image needs about "
+                f"{_gib(need)} of memory, over the limit of {_gib(budget)} "
+                "(raise it with --max-memory, or max_memory= in Python)"
+            )
         return header, streams
 
-    def decompress_float(self, data: bytes) -> tuple[container.Header, np.ndarray]:
-        """The file's reconstruction as float [H, W, 3], unclipped (for exactness tests)."""
-        header, streams = self.decode_header(data)
-        h, w = header.height, header.width
+    def decode_memory(self, height: int, width: int) -> int:
+        """The model's upper bound on the bytes decoding an image of this size allocates
+        (`decode_memory` of its module, on the padded size), what `max_memory` is compared to.
+        """
+        return self.module.decode_memory(self.model, *self._padded(height, width))
+
+    def _padded(self, height: int, width: int) -> tuple[int, int]:
         s = self.model.stride
-        hp, wp = h + (-h % s), w + (-w % s)
-        x_hat = self.module.decompress(self.runner, streams, hp, wp)
+        return height + (-height % s), width + (-width % s)
+
+    def decompress_float(
+        self, data: bytes, *, max_memory: int | None = None
+    ) -> tuple[container.Header, np.ndarray]:
+        """The file's reconstruction as float [H, W, 3], unclipped (for exactness tests).
+
+        Raises as `decode_header`, and MemoryBudgetError if the machine runs out of memory
+        while decoding (XLA's RESOURCE_EXHAUSTED, numpy's MemoryError).
+        """
+        header, streams = self.decode_header(data, max_memory=max_memory)
+        h, w = header.height, header.width
+        hp, wp = self._padded(h, w)
+        try:
+            x_hat = self.module.decompress(self.runner, streams, hp, wp)
+        except (jax.errors.JaxRuntimeError, MemoryError) as e:
+            if not isinstance(e, MemoryError) and "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            raise MemoryBudgetError(
+                f"out of memory decoding this {w}×{h} image (estimated "
+                f"{_gib(self.decode_memory(h, w))}); free memory or decode it on a larger machine"
+            ) from None
         return header, x_hat[0, :h, :w]
 
-    def decompress(self, data: bytes) -> np.ndarray:
-        """A .nlq file's bytes → uint8 [H, W, 3] (a greyscale file repeats its one channel)."""
-        header, x_hat = self.decompress_float(data)
+    def decompress(self, data: bytes, *, max_memory: int | None = None) -> np.ndarray:
+        """A .nlq file's bytes → uint8 [H, W, 3] (a greyscale file repeats its one channel).
+
+        Args:
+          data: the whole .nlq file.
+          max_memory: refuse (MemoryBudgetError) a file whose decoding the model estimates to
+            need more bytes than this (default `DEFAULT_MAX_MEMORY`, 4 GiB). The budget, not
+            the file's size, bounds the work: a legitimately tiny file of a large flat image
+            is valid and decodes if its size fits.
+        """
+        header, x_hat = self.decompress_float(data, max_memory=max_memory)
         pixels = to_uint8(x_hat)
         if header.channels == 1:
             grey = np.round(pixels.astype(np.float32).mean(axis=-1)).astype(np.uint8)
@@ -210,6 +290,10 @@ class Codec:
         out = self._forward(self.variables, pad_to_multiple(x, self.model.stride))
         out = jax.tree_util.tree_map(np.asarray, out)
         return {"x_hat": out["x_hat"][:, :h, :w], "bits": out["bits"], "aux": out.get("aux", {})}
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / (1 << 30):.2f} GiB"
 
 
 # The local index from model hash to export directory (`nlq_jax.codec.model_index`), so that

@@ -52,12 +52,34 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument(
             "--checkpoint", help="export directory of the model (default: the one that wrote it)"
         )
+        parser.add_argument(
+            "--max-memory",
+            type=memory_size,
+            metavar="SIZE",
+            help="refuse files whose decoding needs more memory than this, e.g. 512M, 16G "
+            "(bytes, or K/M/G/T in powers of 1024; default 4G)",
+        )
     elif command == "init":
         parser.add_argument("--model", required=True, help="a model name (see nlq_jax.models)")
         parser.add_argument("--quality", type=int, default=3, help="CompressAI quality 1..8")
         parser.add_argument("--seed", type=int, default=0, help="initialization seed")
         parser.add_argument("--out", required=True, help="export directory to write")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+
+def memory_size(text: str) -> int:
+    """`--max-memory`'s value: bytes, or a number with K, M, G or T (powers of 1024; an
+    optional "iB" or "B" after it), e.g. "512M", "1.5G", "8GiB"."""
+    units = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
+    number = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = number[-1:] if number[-1:] in "KMGT" else ""
+    try:
+        value = float(number[: len(number) - len(unit)]) * 1024 ** units[unit]
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1 << 60:
+        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (e.g. 512M, 16G)")
+    return int(value)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,8 +159,8 @@ def _decompress(args) -> int:
     checkpoint = args.checkpoint or find_checkpoint(data)
     codec = Codec.load(checkpoint)
     start = time.perf_counter()
-    header, _ = codec.decode_header(data)
-    pixels = codec.decompress(data)
+    header, _ = codec.decode_header(data, max_memory=args.max_memory)
+    pixels = codec.decompress(data, max_memory=args.max_memory)
     seconds = time.perf_counter() - start
     save_image(args.output, pixels, channels=header.channels)
     _say(args, f"{args.output}: {header.width}×{header.height}, {seconds:.2f} s")

@@ -5,18 +5,37 @@ through a `Runner`, which jit-compiles each method once per input shape (or runs
 `jit=False`, for the determinism tests). Encoder and decoder call the *same* compiled functions
 on the same inputs for everything that decides how a symbol is coded (table indexes, means,
 medians), so they agree bit for bit on the same machine.
+
+Bounded decoding: a file is hostile until checked, and its header alone decides how much a
+decoder allocates (an empty stream decodes, so 54 bytes can declare 2048² pixels). Each model
+module therefore also exports `stream_specs(model, height, width)`, what each of its streams
+must be for a (padded) image size, and `decode_memory(model, height, width)`, an upper bound on
+the bytes its `decompress` allocates; `check_streams` and the codec's memory budget use them
+before anything is decoded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import numpy as np
 
 from nlq_jax.entropy.coder import TableCoder
+from nlq_jax.errors import FormatError
+
+# A range-coded symbol costs at most the tables' precision (24 bits) plus an escape (a 5-bit
+# length and at most 25 bits of value, `nlq_jax.entropy.coder`): 64 bits bound any real stream.
+MAX_BITS_PER_SYMBOL = 64
+# The range coder writes whole 32-bit words, at least one once a symbol is coded, and at most
+# two more than the bits of its symbols when it is finished.
+WORD_BYTES = 4
+# What `decode_memory` adds to every model's shape-dependent terms: compiling the decoder's
+# functions (XLA:CPU, ≈100 MB measured) and the host-side copies of small latents.
+DECODE_OVERHEAD_BYTES = 192 << 20
 
 
 class Runner:
@@ -65,3 +84,79 @@ def dequantize(sym: np.ndarray, offset: np.ndarray | float) -> np.ndarray:
 def channel_indexes(shape: tuple[int, ...]) -> np.ndarray:
     """Table index = channel (last axis), for latents coded with one table per channel."""
     return np.broadcast_to(np.arange(shape[-1], dtype=np.int32), shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSpec:
+    """What one stream of a .nlq file must be, for a given model and (padded) image size.
+
+    Attributes:
+      name: the stream's name, for messages ("z", "y", "indices", ...).
+      symbols: the most symbols it codes (at least 1, so a real stream holds at least a word).
+      prefix: plain bytes before the range-coded words (an RVQ stream's stage count).
+    """
+
+    name: str
+    symbols: int
+    prefix: int = 0
+
+    @property
+    def max_bytes(self) -> int:
+        """The longest stream these symbols can make, prefix included."""
+        words = -(-self.symbols * MAX_BITS_PER_SYMBOL // (8 * WORD_BYTES)) + 2
+        return self.prefix + WORD_BYTES * words
+
+    @property
+    def min_bytes(self) -> int:
+        """The shortest: the prefix and one word."""
+        return self.prefix + WORD_BYTES
+
+
+def check_streams(specs: Sequence[StreamSpec], streams: Sequence[bytes]) -> None:
+    """Refuses streams that no encoder of this model could have written for this image size.
+
+    Cheap (lengths only): it runs before anything is allocated for the image.
+
+    Args:
+      specs: the model's `stream_specs` for the file's (padded) image size.
+      streams: the file's streams.
+
+    Raises:
+      FormatError: the number of streams differs from the model's, or a stream's length is not
+        a whole number of words, shorter than one word, or longer than its symbols can need.
+    """
+    if len(streams) != len(specs):
+        names = ", ".join(s.name for s in specs)
+        raise FormatError(
+            f"corrupted file: {len(streams)} stream(s), this model writes {len(specs)} ({names})"
+        )
+    for spec, stream in zip(specs, streams):
+        n = len(stream)
+        if n < spec.min_bytes or n > spec.max_bytes or (n - spec.prefix) % WORD_BYTES:
+            raise FormatError(
+                f"corrupted stream {spec.name!r}: {n} bytes, where {spec.symbols} symbols need "
+                f"{spec.min_bytes}..{spec.max_bytes} bytes in whole {WORD_BYTES}-byte words"
+                + (f" after {spec.prefix} byte(s)" if spec.prefix else "")
+            )
+
+
+def synthesis_memory(height: int, width: int, bytes_per_pixel: float, latent_bytes: int = 0) -> int:
+    """`decode_memory`'s common form: an overhead, a term per pixel of the (padded) image, and
+    the latents' host copies.
+
+    Args:
+      height, width: the padded image size.
+      bytes_per_pixel: what the synthesis transform holds per output pixel at its peak (its
+        largest feature maps, measured; see each model's `decode_memory`).
+      latent_bytes: the decoder's own arrays of latents, symbols, table indexes and means.
+
+    Returns:
+      The bound in bytes, `DECODE_OVERHEAD_BYTES` included.
+    """
+    return int(DECODE_OVERHEAD_BYTES + height * width * bytes_per_pixel + latent_bytes)
+
+
+def coding_bytes(specs: Sequence[StreamSpec], bytes_per_symbol: int = 64) -> int:
+    """The decoder's host arrays for the symbols of `specs`: the symbols, their table indexes
+    and means, the coder's sort order and the dequantized latent (≈64 bytes per symbol)."""
+    return bytes_per_symbol * sum(spec.symbols for spec in specs)

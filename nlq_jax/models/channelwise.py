@@ -45,16 +45,18 @@ from nlq_jax.entropy import factorized as factorized_prior
 from nlq_jax.layers.conv import DownConv, UpConv
 from nlq_jax.models import base, hyperprior
 from nlq_jax.models.factorized import analysis_transform, synthesis_transform
-from nlq_jax.models.hyperprior import _conv3x3, build_tables, latent_shapes
+from nlq_jax.models.hyperprior import _conv3x3, build_tables, latent_shapes, stream_specs
 from nlq_jax.quantizers.scalar import quantize
 
 __all__ = [
     "Model",
     "build_tables",
     "compress",
+    "decode_memory",
     "decompress",
     "get_default_sizes",
     "latent_shapes",
+    "stream_specs",
 ]
 
 
@@ -236,6 +238,13 @@ class Model(nn.Module):
         """Finishes the last slice and runs g_s on all of them."""
         last = self.slice_lrp(psi_means, y_hat_slices, y_hat_last)
         return self.g_s(jnp.concatenate([*y_hat_slices, last], axis=-1))
+
+
+def decode_memory(model: Model, height: int, width: int) -> int:
+    """Upper bound on the bytes `decompress` allocates for a (padded) image size: the
+    hyperprior's, with more per latent symbol for the slice transforms (0.7 M channels at the
+    latent's size, and the concatenated support of every slice)."""
+    return hyperprior.decode_memory(model, height, width, bytes_per_symbol=128)
 
 
 def _code_slices(runner: base.Runner, psi: tuple[np.ndarray, np.ndarray], code_slice):

@@ -104,6 +104,31 @@ def latent_shapes(model: Model, height: int, width: int) -> dict[str, tuple[int,
     return {"y": (1, height // 16, width // 16, model.M)}
 
 
+def stream_specs(model: Model, height: int, width: int) -> list[base.StreamSpec]:
+    """What the streams of a (padded) image size must be (see `base.check_streams`): [y]."""
+    return [base.StreamSpec("y", int(np.prod(latent_shapes(model, height, width)["y"])))]
+
+
+def synthesis_bytes_per_pixel(N: int) -> float:
+    """Peak bytes per output pixel of g_s (`synthesis_transform`), an upper bound.
+
+    g_s's largest feature maps are its N-channel float32 maps at half resolution, N bytes per
+    output pixel each. A decode's measured peak RSS grows by 3.4 N + 43 bytes per pixel
+    (`benchmarks/fuzz_decoder.py --calibrate`: factorized, hyperprior, mean_scale, joint,
+    checkerboard, channelwise at N = 32 and 128, 256² to 1024²); 4 N + 64 keeps a margin of
+    25–35 %.
+    """
+    return 4.0 * N + 64
+
+
+def decode_memory(model: Model, height: int, width: int) -> int:
+    """Upper bound on the bytes `decompress` allocates for a (padded) image size."""
+    specs = stream_specs(model, height, width)
+    return base.synthesis_memory(
+        height, width, synthesis_bytes_per_pixel(model.N), base.coding_bytes(specs)
+    )
+
+
 def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
     """Padded images [B, H, W, 3] → each image's streams ([y])."""
     t = runner.tables

@@ -25,7 +25,11 @@ from nlq_jax.entropy import factorized as factorized_prior
 from nlq_jax.entropy import gaussian
 from nlq_jax.layers.conv import DownConv, UpConv, conv_general_dilated
 from nlq_jax.models import base
-from nlq_jax.models.factorized import analysis_transform, synthesis_transform
+from nlq_jax.models.factorized import (
+    analysis_transform,
+    synthesis_bytes_per_pixel,
+    synthesis_transform,
+)
 
 
 def get_default_sizes(quality: int) -> dict[str, int]:
@@ -130,6 +134,28 @@ def latent_shapes(model: Model, height: int, width: int) -> dict[str, tuple[int,
         "y": (1, height // 16, width // 16, model.M),
         "z": (1, height // 64, width // 64, model.N),
     }
+
+
+def stream_specs(model: Model, height: int, width: int) -> list[base.StreamSpec]:
+    """What the streams of a (padded) image size must be (see `base.check_streams`): [z, y].
+
+    Shared by the models with a hyperprior and one y stream (mean_scale, joint, checkerboard,
+    channelwise)."""
+    shapes = latent_shapes(model, height, width)
+    return [base.StreamSpec(name, int(np.prod(shapes[name]))) for name in ("z", "y")]
+
+
+def decode_memory(model: Model, height: int, width: int, bytes_per_symbol: int = 64) -> int:
+    """Upper bound on the bytes `decompress` allocates for a (padded) image size: g_s's (see
+    `factorized.synthesis_bytes_per_pixel`) and the latents' (h_s works at the latent's size).
+    """
+    specs = stream_specs(model, height, width)
+    return base.synthesis_memory(
+        height,
+        width,
+        synthesis_bytes_per_pixel(model.N),
+        base.coding_bytes(specs, bytes_per_symbol),
+    )
 
 
 def encode_z(runner: base.Runner, z: np.ndarray) -> tuple[bytes, np.ndarray]:

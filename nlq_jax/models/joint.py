@@ -52,6 +52,7 @@ __all__ = ["Model", "build_tables", "compress", "decompress", "get_default_sizes
 
 build_tables = mean_scale.build_tables
 latent_shapes = mean_scale.latent_shapes
+stream_specs = mean_scale.stream_specs
 
 
 def get_default_sizes(quality: int) -> dict[str, int]:
@@ -214,6 +215,13 @@ def _session_step(t, indexes, means):
     if session is None:
         raise RuntimeError("the context model's coding loop ran outside a coding session")
     return session.step(t, np.asarray(indexes), np.asarray(means))
+
+
+def decode_memory(model: Model, height: int, width: int) -> int:
+    """Upper bound on the bytes `decompress` allocates for a (padded) image size: the
+    hyperprior's, with more per latent symbol for the wavefront loop (its padded ŷ grid, σ, μ
+    and ψ, and the schedule's tap indexes)."""
+    return hyperprior.decode_memory(model, height, width, bytes_per_symbol=128)
 
 
 def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:

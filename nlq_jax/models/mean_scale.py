@@ -26,6 +26,10 @@ from nlq_jax.models.hyperprior import _conv3x3, build_tables, compress, decompre
 
 __all__ = ["Model", "build_tables", "compress", "decompress", "get_default_sizes", "latent_shapes"]
 
+# Its streams and its decoder's memory are the scale hyperprior's (h_s works at latent size).
+decode_memory = hyperprior.decode_memory
+stream_specs = hyperprior.stream_specs
+
 
 def get_default_sizes(quality: int) -> dict[str, int]:
     """CompressAI's (N, M) for mbt2018-mean at quality 1–8."""

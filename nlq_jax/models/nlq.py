@@ -290,6 +290,43 @@ def latent_shapes(model: Model, height: int, width: int) -> dict[str, tuple[int,
     return {"indices": (1, height // 16, width // 16, groups)}
 
 
+def stream_specs(model: Model, height: int, width: int) -> list[base.StreamSpec]:
+    """What the stream of a (padded) image size must be (see `base.check_streams`): [indices],
+    all groups at most (an RVQ file may code fewer stages), after the RVQ's stage-count byte."""
+    shape = latent_shapes(model, height, width)["indices"]
+    prefix = 1 if model.quantizer == "rvq" else 0
+    return [base.StreamSpec("indices", int(np.prod(shape)), prefix)]
+
+
+def synthesis_bytes_per_pixel(N: int) -> float:
+    """Peak bytes per output pixel of `decoder` (g_s), an upper bound: like the GDN models',
+    its largest maps are N-channel float32 maps at half resolution (N bytes per output pixel
+    each), a few of them live at once in a residual block. Measured with `attention_bytes`
+    (see `decode_memory`); the GDN models' bound, 4 N + 64, holds for it.
+    """
+    return 4.0 * N + 64
+
+
+def attention_bytes(tokens: int) -> int:
+    """Memory of `SelfAttention` over `tokens` positions (one head): its float32 logits and
+    softmax weights, tokens² each."""
+    return 8 * tokens**2
+
+
+def decode_memory(model: Model, height: int, width: int) -> int:
+    """Upper bound on the bytes `decompress` allocates for a (padded) image size: g_s at full
+    resolution, plus the self-attention's (h·w)² weights at the latent's h × w when the model
+    has attention (quadratic: ≈4 GB for 2048², the term that dominates beyond ≈1 MP)."""
+    specs = stream_specs(model, height, width)
+    tokens = (height // 16) * (width // 16)
+    return base.synthesis_memory(
+        height,
+        width,
+        synthesis_bytes_per_pixel(model.N),
+        base.coding_bytes(specs) + (attention_bytes(tokens) if model.attention else 0),
+    )
+
+
 def encode_indices(
     coder: coder_lib.TableCoder, prior: nn.Module, indices: np.ndarray, groups: int | None = None
 ) -> bytes:

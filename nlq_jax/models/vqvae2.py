@@ -48,6 +48,7 @@ from nlq_jax.models.nlq import (  # noqa: F401 (fit_priors: this model's, too)
     fit_priors,
     fixed_bits,
     index_prior,
+    synthesis_bytes_per_pixel,
 )
 
 LEVELS = ("top", "bottom")
@@ -220,6 +221,23 @@ def latent_shapes(model: Model, height: int, width: int) -> dict[str, tuple[int,
         "top": (1, height // 16, width // 16, groups),
         "bottom": (1, height // s, width // s, groups),
     }
+
+
+def stream_specs(model: Model, height: int, width: int) -> list[base.StreamSpec]:
+    """What the streams of a (padded) image size must be (see `base.check_streams`):
+    [top, bottom], every group of both levels."""
+    shapes = latent_shapes(model, height, width)
+    return [base.StreamSpec(level, int(np.prod(shapes[level]))) for level in LEVELS]
+
+
+def decode_memory(model: Model, height: int, width: int) -> int:
+    """Upper bound on the bytes `decompress` allocates for a (padded) image size: g_s (residual
+    blocks and up-sampling like `nlq`'s, no attention: g_s_top only runs in the encoder) and
+    the index arrays' host copies."""
+    specs = stream_specs(model, height, width)
+    return base.synthesis_memory(
+        height, width, synthesis_bytes_per_pixel(model.N), base.coding_bytes(specs)
+    )
 
 
 def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
