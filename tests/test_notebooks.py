@@ -56,6 +56,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         json.dumps({"argv": argv, "display_name": "nlq test", "language": "python"})
     )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # no profile from $HOME
     monkeypatch.setenv("NLQ_NOTEBOOK_TINY", "1")
     flags = os.environ.get("XLA_FLAGS", "")
     monkeypatch.setenv("XLA_FLAGS", f"{flags} --xla_backend_optimization_level=0".strip())
