@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import time
 import zlib
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,10 +52,11 @@ def _with_valid_crc(body: bytes) -> bytes:
     return body + zlib.crc32(body).to_bytes(4, "little")
 
 
-def _decode_outcome(codec, data: bytes) -> str:
+def _decode_outcome(codec, data: bytes, max_memory: int | None = None) -> str:
+    """ "decoded", or "error" for a clean NLQError; anything else escapes and fails the test."""
     start = time.perf_counter()
     try:
-        pixels = codec.decompress(data)
+        pixels = codec.decompress(data, max_memory=max_memory)
     except NLQError:
         outcome = "error"
     else:
@@ -127,3 +131,37 @@ def test_cli_reports_one_line_and_nonzero_exit(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("nlq decompress: error:"), result.stderr
         assert "Traceback" not in result.stderr
         assert not (tmp_path / "out.png").exists()
+
+
+def _fuzzer():
+    """benchmarks/fuzz_decoder.py, the project's structure-aware fuzzer, as a module."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "fuzz_decoder.py"
+    spec = importlib.util.spec_from_file_location("fuzz_decoder", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("label", "cases"), [("hyperprior", 2000), ("nlq_rvq", 600)])
+def test_structure_aware_fuzz_cases_end_in_an_image_or_one_clean_error(label, cases):
+    """A few thousand of the fuzzer's cases (header fields, declared sizes and stream lengths,
+    streams spliced, duplicated, removed, emptied, truncated, bit-flipped, behind a valid CRC),
+    on a continuous and a discrete model, with fixed seeds. The seeds share one padded size
+    and the budget admits none larger, so that the cases compile few shapes (the whole run
+    stays well under a minute); larger declared sizes must be refused before decoding."""
+    fuzz = _fuzzer()
+    # The fuzzer's hyperprior target is the tests' small one, already built for other tests.
+    codec = small_codec(label, trained=False) if label == "hyperprior" else fuzz.make_codec(label)
+    seeds = fuzz.seed_files(label, codec, shapes=((64, 64), (50, 60)))
+    budget = codec.decode_memory(64, 64)
+    rng = np.random.default_rng(15)
+    outcomes, kinds = Counter(), Counter()
+    for i in range(cases):
+        mutations, data = fuzz.mutate(seeds[i % len(seeds)], seeds, rng)
+        kinds.update(mutations)
+        outcomes[_decode_outcome(codec, data, max_memory=budget)] += 1
+    assert sum(outcomes.values()) == cases
+    assert set(kinds) >= set(fuzz.MUTATIONS) - ({"stages"} if label == "hyperprior" else set())
+    # Some damage leaves a decodable file (a flipped bit in a stream), most does not.
+    assert outcomes["decoded"] > 0 and outcomes["error"] > cases // 2
