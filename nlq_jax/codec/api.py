@@ -11,14 +11,14 @@ multiple of the model's stride, and the reconstruction is cropped back. The byte
 depend only on the image and the model (not on the batch it came in, nor on jit); a file made
 with other weights is refused (the header carries a hash of weights and tables).
 
-Decoding is bounded: a file's header alone decides what its decoder allocates (54 bytes can
+Decoding is bounded: a file's header alone decides what its decoder allocates (62 bytes can
 declare 2048² pixels), so before decoding anything `decode_header` checks the streams' number
 and lengths against what the model writes for the declared size and compares the model's
 estimate of its peak memory (`Codec.decode_memory`, each model's `decode_memory`) with a budget,
 `max_memory` (default `DEFAULT_MAX_MEMORY`, 4 GiB). A legitimately tiny file of a huge flat
-image is valid: entropy coding makes a 4096² black image a few hundred bytes. The budget, not
-the file size, is the guard: such a file decodes when its estimate fits, and is refused with
-`MemoryBudgetError` otherwise (raise the budget to decode it); an out-of-memory inside XLA
+image is valid (the shipped model codes a flat 1024² image in 5.3 KB, 0.04 bpp). The budget,
+not the file size, is the guard: such a file decodes when its estimate fits, and is refused
+with `MemoryBudgetError` otherwise (raise the budget to decode it); an out-of-memory inside XLA
 becomes the same error.
 """
 

@@ -7,11 +7,11 @@ on the same inputs for everything that decides how a symbol is coded (table inde
 medians), so they agree bit for bit on the same machine.
 
 Bounded decoding: a file is hostile until checked, and its header alone decides how much a
-decoder allocates (an empty stream decodes, so 54 bytes can declare 2048² pixels). Each model
-module therefore also exports `stream_specs(model, height, width)`, what each of its streams
-must be for a (padded) image size, and `decode_memory(model, height, width)`, an upper bound on
-the bytes its `decompress` allocates; `check_streams` and the codec's memory budget use them
-before anything is decoded.
+decoder allocates (the range decoder yields symbols from a short or even empty stream, so a
+file of a few dozen bytes can declare 2048² pixels). Each model module therefore also exports
+`stream_specs(model, height, width)`, what each of its streams must be for a (padded) image
+size, and `decode_memory(model, height, width)`, an upper bound on the bytes its `decompress`
+allocates; `check_streams` and the codec's memory budget use them before anything is decoded.
 """
 
 from __future__ import annotations
