@@ -42,15 +42,11 @@ def run_one(config: str, field: str, value: str, workdir: Path, extra: list[str]
 
 
 def plot(field: str, rows: list[dict], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from nlq_jax.evaluation.plot import save_figure
+    from nlq_jax.evaluation.plot import new_figure, save_figure
 
     keys = [k for k in rows[0]["eval"] if all(isinstance(r["eval"].get(k), float) for r in rows)]
-    fig, axes = plt.subplots(1, len(keys) + 1, figsize=(3.2 * (len(keys) + 1), 3.0))
+    fig = new_figure(figsize=(3.2 * (len(keys) + 1), 3.0))
+    axes = fig.subplots(1, len(keys) + 1)
     labels = [r["value"] for r in rows]
     for ax, key in zip(axes, keys):
         ax.plot(range(len(rows)), [r["eval"][key] for r in rows], "o-")
@@ -68,7 +64,6 @@ def plot(field: str, rows: list[dict], out: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, out, "ablation plot")
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:

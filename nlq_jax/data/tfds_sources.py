@@ -144,7 +144,8 @@ def _open_data_source(tfds: Any, name: str, split: str, data_dir: str | None) ->
     try:
         builder = tfds.core.read_only_builder.builder_from_files(name, data_dir=data_dir)
     except Exception:  # noqa: BLE001 - not found, or not readable from files: use the code.
-        return tfds.data_source(name, split=split, data_dir=data_dir)
+        # download=False: an unprepared dataset is an error, never a multi-gigabyte download.
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     return builder.as_data_source(split=split)
 
 

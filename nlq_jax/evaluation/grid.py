@@ -119,20 +119,17 @@ def save_grid(
       out: image path (format from the suffix).
       title: figure title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib import patches
+
+    from nlq_jax.evaluation.plot import new_figure
 
     if not rows:
         raise NLQError("a reconstruction grid needs at least one codec")
     top, left, size = crop
     n_rows = max(2, len(rows))
     n_cols = 1 + max(len(r) for _, r in rows)
-    fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(2.6 * n_cols, 2.75 * n_rows), dpi=100, squeeze=False
-    )
+    fig = new_figure(figsize=(2.6 * n_cols, 2.75 * n_rows), dpi=100)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])

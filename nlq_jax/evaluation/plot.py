@@ -190,12 +190,10 @@ def plot_rd(
     """
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8.5, 6.0), dpi=150)
+    fig = new_figure(figsize=(8.5, 6.0), dpi=150)
+    ax = fig.subplots()
     markers = "osD^vP*Xhp<>"
-    cmap = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
+    cmap = matplotlib.colormaps["tab10" if len(curves) <= 10 else "tab20"]
     for i, c in enumerate(curves):
         color = cmap(i % cmap.N)
         ax.plot(
@@ -226,22 +224,26 @@ def plot_rd(
     save_figure(fig, out, "plot")
 
 
+def new_figure(**kwargs):
+    """A matplotlib Figure outside pyplot: drawing a file never switches the backend, so
+    inline plots in a notebook keep working after nlq_jax draws one (kwargs: Figure's)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def save_figure(fig, out: str | os.PathLike, what: str) -> None:
-    """Lays out, writes (format from the suffix, parent folders made) and closes `fig`.
+    """Lays out and writes `fig` (format from the suffix, parent folders made).
 
     Raises:
       NLQError: the file cannot be written (one line, naming `what` and the path).
     """
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
     try:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out)
     except OSError as e:
         raise NLQError(f"cannot write {what} {os.fspath(out)!r}: {e.strerror or e}") from e
-    finally:
-        plt.close(fig)
 
 
 def _fit_ylim(ax, curves: Sequence[Curve], xlim: tuple[float, float]) -> None:

@@ -231,9 +231,19 @@ def test_tfds_source_pickles_and_reopens_in_another_process(tfds):
         np.testing.assert_array_equal(copy[2]["image"], expected)
 
 
-def test_tfds_source_of_unprepared_dataset_raises_nlq_error_pointing_to_docs(tfds, tmp_path):
+def test_tfds_source_of_unprepared_dataset_raises_nlq_error_pointing_to_docs(
+    tfds, tmp_path, monkeypatch
+):
+    downloads, real = [], tfds.data_source
+
+    def spy(*args, **kwargs):
+        downloads.append(kwargs.get("download", True))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tfds, "data_source", spy)
     with pytest.raises(NLQError, match=r"array_record.*docs/data.md"):
         tfds_sources.TfdsSource("clic", "train", data_dir=tmp_path)
+    assert downloads == [False]  # an unprepared dataset is an error, never a download
 
 
 def test_tfds_source_bad_record_is_invalid_not_an_exception(tfds):

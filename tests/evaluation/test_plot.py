@@ -142,3 +142,18 @@ def test_unknown_published_name_is_one_line(tmp_path, capsys):
     assert cli.main(["plot", "vtmm", "--out", str(tmp_path / "rd.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "did you mean vtm" in err
+
+
+def test_drawing_a_plot_leaves_the_matplotlib_backend_alone(tmp_path):
+    """A notebook's inline plots stop working if a library switches the backend to Agg."""
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        a = plot.Curve("A", "A", "", "a", np.array(RATE), np.array(PSNR), False)
+        plot.plot_rd([a], tmp_path / "rd.png", "psnr")
+        assert matplotlib.get_backend() == "svg"
+        assert (tmp_path / "rd.png").stat().st_size > 1000
+    finally:
+        matplotlib.use(before)
