@@ -38,7 +38,13 @@ _WORKDIR = flags.DEFINE_string(
 
 
 def _main(argv) -> None:
-    del argv
+    if len(argv) > 1:  # e.g. `nlq train -- --config=...`: absl stops reading flags at `--`
+        print(
+            f"nlq train: error: unexpected arguments {' '.join(argv[1:])!r}; training takes "
+            "only flags: --config=CONFIG[:VARIANT] --workdir=DIR --config.FIELD=VALUE",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep Orbax's INFO lines out of the way
     # A full disk is reported once, below; Orbax's writer threads would log it for every array

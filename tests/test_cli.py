@@ -113,6 +113,7 @@ def test_configs_by_name_are_the_files(tmp_path, monkeypatch):
             ["--config=factorized:runlocal", "--config.lmbda=abc"],
             "could not convert string to float",
         ),
+        (["--", "--config=factorized:runlocal"], "unexpected arguments"),
     ],
 )
 def test_bad_training_flags_are_one_line(tmp_path, flags, expected):
