@@ -5,6 +5,7 @@ nlq init --model hyperprior --quality 3 --out models/hp3      # untrained weight
 nlq compress photo.png photo.nlq                             # the shipped model
 nlq compress photo.png photo.nlq --checkpoint models/hp3
 nlq decompress photo.nlq photo.png                           # finds the model by its hash
+nlq decompress huge.nlq huge.png --max-memory 8G             # files needing over 4 GiB
 ```
 """
 
