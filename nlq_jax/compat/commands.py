@@ -19,11 +19,23 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--quality", type=int, default=None, help="quality level, for the label")
     parser.add_argument("--label", default=None, help="the export's name in reports")
     parser.add_argument("--out", required=True, help="export directory to write")
+    parser.add_argument(
+        "--scale-rule",
+        choices=["nearest", "compressai"],
+        default="nearest",
+        help="how σ picks its coding table: nlq_jax's nearest scale (default) or CompressAI's "
+        "next larger one (files the size of CompressAI's; same reconstructions)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     out = compressai.import_checkpoint(
-        args.checkpoint, args.out, architecture=args.model, quality=args.quality, label=args.label
+        args.checkpoint,
+        args.out,
+        architecture=args.model,
+        quality=args.quality,
+        label=args.label,
+        scale_rule="next_larger" if args.scale_rule == "compressai" else "nearest",
     )
     from nlq_jax import checkpoint
 

@@ -199,13 +199,24 @@ def import_checkpoint(
     architecture: str | None = None,
     quality: int | None = None,
     label: str | None = None,
+    scale_rule: str = "nearest",
 ) -> Path:
     """Converts a CompressAI `.pth`/`.pth.tar` into an nlq_jax export at `out` (with coding
-    tables); returns `out`. `quality` only names the export (the weights carry N and M)."""
+    tables); returns `out`. `quality` only names the export (the weights carry N and M).
+
+    `scale_rule="next_larger"` makes the Gaussian models pick coding tables as CompressAI does
+    (the first table scale ≥ σ), so files come out the size of CompressAI's strings; the
+    default, "nearest", is nlq_jax's rule. The reconstructions are the same either way.
+    """
     from nlq_jax.codec.api import Codec
     from nlq_jax.compat.torch_checkpoint import load_state_dict
+    from nlq_jax.entropy.gaussian import SCALE_RULES
 
+    if scale_rule not in SCALE_RULES:
+        raise NLQError(f"scale rule must be one of {', '.join(SCALE_RULES)}, got {scale_rule!r}")
     name, kwargs, params = convert_state_dict(load_state_dict(path), architecture)
+    if scale_rule != "nearest" and name != "factorized":
+        kwargs = {**kwargs, "scale_rule": scale_rule}
     if label is None:
         label = f"{name}-compressai" + (f"-q{quality}" if quality else "")
     codec = Codec(name, kwargs, params, label=label)

@@ -30,15 +30,31 @@ def scale_table(lo: float = SCALE_MIN, hi: float = SCALE_MAX, num: int = NUM_SCA
     return np.exp(np.linspace(np.log(lo), np.log(hi), num)).astype(np.float32)
 
 
-def scale_indexes(scales: jax.Array, table: np.ndarray | None = None) -> jax.Array:
-    """int32 table index of each scale: the nearest table entry in log-space.
+SCALE_RULES = ("nearest", "next_larger")
 
-    Decided by comparisons with the (float32 constant) geometric midpoints, the same integers
-    on the encoder and the decoder for the same input.
+
+def scale_indexes(
+    scales: jax.Array, table: np.ndarray | None = None, rule: str = "nearest"
+) -> jax.Array:
+    """int32 table index of each scale.
+
+    Args:
+      scales: predicted σ.
+      table: the scale table (default `scale_table()`).
+      rule: "nearest" (ours: the nearest entry in log-space, decided by comparisons with the
+        float32 geometric midpoints) or "next_larger" (CompressAI's `build_indexes`: the first
+        entry ≥ σ, the last one beyond it), for files the size of CompressAI's.
+
+    Either rule gives the same integers on the encoder and the decoder for the same input.
     """
     table = scale_table() if table is None else table
-    bounds = jnp.asarray(np.sqrt(table[:-1].astype(np.float64) * table[1:]), jnp.float32)
-    return jnp.sum(scales[..., None] > bounds, axis=-1).astype(jnp.int32)
+    if rule == "nearest":
+        bounds = np.sqrt(table[:-1].astype(np.float64) * table[1:])
+    elif rule == "next_larger":
+        bounds = table[:-1]
+    else:
+        raise ValueError(f"unknown scale rule {rule!r}; use one of {SCALE_RULES}")
+    return jnp.sum(scales[..., None] > jnp.asarray(bounds, jnp.float32), axis=-1).astype(jnp.int32)
 
 
 def build_tables(table: np.ndarray | None = None) -> CodingTables:

@@ -179,12 +179,12 @@ class Model(mean_scale.Model):
         """ẑ → (ψ, the anchors' table indexes, their means), both [B, n_anchors, M]."""
         hyper = self.h_s(z_hat)
         scales, means = self._anchor_step_params(hyper)
-        return hyper, gaussian.scale_indexes(scales), means
+        return hyper, gaussian.scale_indexes(scales, rule=self.scale_rule), means
 
     def context_step(self, hyper: jax.Array, y_hat_anchors: jax.Array) -> tuple[jax.Array, ...]:
         """(ψ, ŷ with the non-anchors zeroed) → the non-anchors' (table indexes, means)."""
         scales, means = self._context_step_params(hyper, y_hat_anchors)
-        return gaussian.scale_indexes(scales), means
+        return gaussian.scale_indexes(scales, rule=self.scale_rule), means
 
 
 def _positions(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

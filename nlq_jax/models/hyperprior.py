@@ -56,6 +56,9 @@ class Model(nn.Module):
         imported from CompressAI).
       prior_medians: "bisection" (the prior's medians) or "stored" (CompressAI's learned
         medians, for imported models) as its quantization offsets.
+      scale_rule: how a predicted σ picks its coding table, `gaussian.scale_indexes`'s rule:
+        "nearest" (ours) or "next_larger" (CompressAI's, for files the size of its strings).
+        Only the files change, not the model's eval-mode bits.
     """
 
     N: int = 128
@@ -63,6 +66,7 @@ class Model(nn.Module):
     upsampling: str = "phase"
     prior_filters: tuple[int, ...] = (3, 3, 3)
     prior_medians: str = "bisection"
+    scale_rule: str = "nearest"
 
     stride = 64  # input sizes must be multiples of this (the codec pads)
 
@@ -114,7 +118,7 @@ class Model(nn.Module):
     def hyper_synthesis(self, z_hat: jax.Array) -> tuple[jax.Array, jax.Array]:
         """ẑ → (table indexes, means) of y."""
         scales, means = self.gaussian_params(z_hat)
-        return gaussian.scale_indexes(scales), means
+        return gaussian.scale_indexes(scales, rule=self.scale_rule), means
 
     def synthesis(self, y_hat: jax.Array) -> jax.Array:
         return self.g_s(y_hat)

@@ -138,7 +138,7 @@ class Model(mean_scale.Model):
             ctx = neighbours @ w_ctx + b_ctx
             params = self.entropy_parameters(jnp.concatenate([hyper_flat[pos[t]], ctx], -1))
             scales, means = self.split_params(params)
-            indexes = gaussian.scale_indexes(scales)
+            indexes = gaussian.scale_indexes(scales, rule=self.scale_rule)
             if y_flat is None:
                 sym = io_callback(
                     _session_step,
