@@ -42,6 +42,7 @@ import optax
 
 from nlq_jax import losses, models, sharding
 from nlq_jax.errors import NLQError
+from nlq_jax.metrics import ms_ssim
 
 
 class TrainingError(NLQError):
@@ -134,6 +135,12 @@ class Trainer:
         self.workdir = Path(workdir).absolute()
         self.is_main = jax.process_index() == 0
         self.trace_count = 0  # how many times the step was traced (compiled): must stay 1
+
+        if config.get("distortion") == "ms-ssim" and config.data.crop_size < ms_ssim.min_side():
+            raise TrainingError(
+                f"the MS-SSIM distortion needs crops of at least {ms_ssim.min_side()} pixels "
+                f"(5 scales, 11-pixel window), got data.crop_size={config.data.crop_size}"
+            )
 
         # Mesh.
         self.mesh = sharding.make_mesh()

@@ -288,3 +288,13 @@ def test_write_failures_are_recognised_through_orbax_wrappers():
     except RuntimeError as outer:
         assert write_failure(outer) == "no space left on device"
     assert write_failure(ValueError("shapes differ")) is None
+
+
+def test_ms_ssim_with_crops_too_small_for_its_scales_is_one_line(tmp_path):
+    config = model_config("mean_scale", "msssim,runlocal")
+    assert config.data.crop_size >= 161  # the debug variant itself is usable
+    with config.unlocked():
+        config.data.crop_size = 64
+    with pytest.raises(train.TrainingError, match="at least 161 pixels") as e:
+        train.Trainer(config, tmp_path)
+    assert "\n" not in str(e.value)
