@@ -20,11 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--label", default=None, help="the export's name in reports")
     parser.add_argument("--out", required=True, help="export directory to write")
     parser.add_argument(
-        "--scale-rule",
-        choices=["nearest", "compressai"],
-        default="nearest",
-        help="how σ picks its coding table: nlq_jax's nearest scale (default) or CompressAI's "
-        "next larger one (files the size of CompressAI's; same reconstructions)",
+        "--coding",
+        choices=compressai.CODINGS,
+        default="nlq_jax",
+        help="code ŷ with nlq_jax's tables (nearest scale, 24-bit; default) or CompressAI's "
+        "(next larger scale, 16-bit): files the size of CompressAI's, same reconstructions",
     )
 
 
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         architecture=args.model,
         quality=args.quality,
         label=args.label,
-        scale_rule="next_larger" if args.scale_rule == "compressai" else "nearest",
+        coding=args.coding,
     )
     from nlq_jax import checkpoint
 

@@ -192,6 +192,10 @@ def convert_state_dict(
     return name, kwargs, params
 
 
+# How ŷ is entropy-coded after an import: nlq_jax's tables, or CompressAI's (see below).
+CODINGS = ("nlq_jax", "compressai")
+
+
 def import_checkpoint(
     path: str | os.PathLike,
     out: str | os.PathLike,
@@ -199,24 +203,24 @@ def import_checkpoint(
     architecture: str | None = None,
     quality: int | None = None,
     label: str | None = None,
-    scale_rule: str = "nearest",
+    coding: str = "nlq_jax",
 ) -> Path:
     """Converts a CompressAI `.pth`/`.pth.tar` into an nlq_jax export at `out` (with coding
     tables); returns `out`. `quality` only names the export (the weights carry N and M).
 
-    `scale_rule="next_larger"` makes the Gaussian models pick coding tables as CompressAI does
-    (the first table scale ≥ σ), so files come out the size of CompressAI's strings; the
-    default, "nearest", is nlq_jax's rule. The reconstructions are the same either way.
+    `coding="compressai"` makes the Gaussian models code ŷ as CompressAI does: the first table
+    scale ≥ σ (nlq_jax: the nearest in log-space) and 16-bit table probabilities (nlq_jax: 24),
+    so files come out the size of CompressAI's strings. The reconstructions are the same
+    either way.
     """
     from nlq_jax.codec.api import Codec
     from nlq_jax.compat.torch_checkpoint import load_state_dict
-    from nlq_jax.entropy.gaussian import SCALE_RULES
 
-    if scale_rule not in SCALE_RULES:
-        raise NLQError(f"scale rule must be one of {', '.join(SCALE_RULES)}, got {scale_rule!r}")
+    if coding not in CODINGS:
+        raise NLQError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
     name, kwargs, params = convert_state_dict(load_state_dict(path), architecture)
-    if scale_rule != "nearest" and name != "factorized":
-        kwargs = {**kwargs, "scale_rule": scale_rule}
+    if coding == "compressai" and name != "factorized":
+        kwargs = {**kwargs, "scale_rule": "next_larger", "table_precision": 16}
     if label is None:
         label = f"{name}-compressai" + (f"-q{quality}" if quality else "")
     codec = Codec(name, kwargs, params, label=label)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nlq_jax.entropy.tables import CodingTables, gaussian_tables
+from nlq_jax.entropy.tables import PRECISION, CodingTables, gaussian_tables
 from nlq_jax.ops import lower_bound, std_normal_cdf
 from nlq_jax.quantizers.scalar import quantize
 
@@ -57,9 +57,9 @@ def scale_indexes(
     return jnp.sum(scales[..., None] > jnp.asarray(bounds, jnp.float32), axis=-1).astype(jnp.int32)
 
 
-def build_tables(table: np.ndarray | None = None) -> CodingTables:
-    """Integer tables of the Gaussian conditional, one per table scale."""
-    return gaussian_tables(scale_table() if table is None else table)
+def build_tables(table: np.ndarray | None = None, precision: int = PRECISION) -> CodingTables:
+    """Integer tables of the Gaussian conditional, one per table scale, `precision` bits."""
+    return gaussian_tables(scale_table() if table is None else table, precision=precision)
 
 
 def gaussian_likelihood(values: jax.Array, scales: jax.Array) -> jax.Array:

@@ -120,11 +120,15 @@ def quantize_pmf(pmf: np.ndarray, lengths: np.ndarray, precision: int = PRECISIO
     return cdf.astype(np.int32)
 
 
-def gaussian_tables(scale_table: np.ndarray, tail_mass: float = 1e-9) -> CodingTables:
+def gaussian_tables(
+    scale_table: np.ndarray, tail_mass: float = 1e-9, precision: int = PRECISION
+) -> CodingTables:
     """Tables of zero-mean Gaussians convolved with U(−½, ½), one per scale.
 
     Bin k (symbol value k) has mass Φ((k + ½)/σ) − Φ((k − ½)/σ) in float64; the support is
-    the symmetric range holding all but `tail_mass` of it (at least −1 ... 1).
+    the symmetric range holding all but `tail_mass` of it (at least −1 ... 1). `precision`
+    bits per probability: every bin gets at least 2^-precision (CompressAI uses 16, which on
+    an over-confident model makes tail symbols cheaper than the model says).
     """
     from scipy.special import ndtr, ndtri
 
@@ -137,4 +141,5 @@ def gaussian_tables(scale_table: np.ndarray, tail_mass: float = 1e-9) -> CodingT
     for t, (s, h) in enumerate(zip(scale_table, half)):
         k = np.arange(-h, h + 1, dtype=np.float64)
         pmf[t, : 2 * h + 1] = ndtr((k + 0.5) / s) - ndtr((k - 0.5) / s)
-    return CodingTables(cdf=quantize_pmf(pmf, lengths), length=lengths, offset=-half)
+    cdf = quantize_pmf(pmf, lengths, precision)
+    return CodingTables(cdf=cdf, length=lengths, offset=-half, precision=precision)

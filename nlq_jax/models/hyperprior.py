@@ -59,6 +59,8 @@ class Model(nn.Module):
       scale_rule: how a predicted σ picks its coding table, `gaussian.scale_indexes`'s rule:
         "nearest" (ours) or "next_larger" (CompressAI's, for files the size of its strings).
         Only the files change, not the model's eval-mode bits.
+      table_precision: bits of the Gaussian tables' probabilities (24; CompressAI's 16 for
+        imported models coded as CompressAI codes them).
     """
 
     N: int = 128
@@ -67,6 +69,7 @@ class Model(nn.Module):
     prior_filters: tuple[int, ...] = (3, 3, 3)
     prior_medians: str = "bisection"
     scale_rule: str = "nearest"
+    table_precision: int = 24
 
     stride = 64  # input sizes must be multiples of this (the codec pads)
 
@@ -129,7 +132,8 @@ def build_tables(model: Model, params: dict) -> dict:
     Gaussian scale table."""
     prior = factorized_prior.prior_of(model, model.N)
     z_tables, z_medians = factorized_prior.build_tables(prior, params["entropy_bottleneck"])
-    return {"z": z_tables, "z_medians": z_medians, "y": gaussian.build_tables()}
+    y_tables = gaussian.build_tables(precision=model.table_precision)
+    return {"z": z_tables, "z_medians": z_medians, "y": y_tables}
 
 
 def latent_shapes(model: Model, height: int, width: int) -> dict[str, tuple[int, ...]]:
