@@ -19,4 +19,7 @@ def get_config(arg=None):
     c.model.codebook_size = 8192  # K per stage: 13 bits per position and stage
     c.model.num_stages = 3  # S stages
     c.model.dead_code_threshold = 0.1  # 16·16² = 4096 vectors per batch: 0.5 per code
+    # β on the latent's distance to the whole code it uses, not on every stage's residual
+    # (which pulls the latent onto the first stage's codes; see nlq_jax/quantizers/rvq.py).
+    c.model.rvq_commitment = "total"
     return discrete_variants(c, arg)

@@ -59,19 +59,34 @@ def random_crops(
     return np.stack(out)
 
 
-def train_codec(model: dict, steps: int, batches, *, lr: float = 1e-3, fit_batches=None) -> Codec:
+def train_codec(
+    model: dict,
+    steps: int,
+    batches,
+    *,
+    lr: float = 1e-3,
+    fit_batches=None,
+    seed: int = 0,
+    on_step=None,
+) -> Codec:
     """`steps` trainer steps of an NLQ model (SMALL | model) on uint8 batches, then its priors
-    refit to the codes of `fit_batches` (as the trainer does before exporting); its Codec."""
+    refit to the codes of `fit_batches` (as the trainer does before exporting); its Codec.
+
+    `seed` seeds the initialisation and the training keys; `on_step(step, trainer, state)`, if
+    given, is called after every step (benchmarks/rvq_diagnose.py measures there).
+    """
     c = discrete_base("nlq")
     c.model.update(SMALL | model)
-    c.num_steps, c.data.crop_size = steps, 64
+    c.num_steps, c.data.crop_size, c.seed = steps, 64, seed
     c.optimizer.learning_rate, c.optimizer.warmup_steps = lr, 0
     c.lock()
     trainer = train.Trainer(c, "/tmp/unused")
     state = trainer.init_state()
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         x = next(batches).astype(np.float32) / 255
-        state, metrics = trainer.train_step(state, {"image": x}, jax.random.PRNGKey(0))
+        state, metrics = trainer.train_step(state, {"image": x}, jax.random.PRNGKey(seed))
+        if on_step is not None:
+            on_step(step, trainer, state)
     assert trainer.trace_count == 1
     assert np.isfinite(float(metrics["loss"]))
     if fit_batches is not None:
@@ -122,20 +137,37 @@ def right_split(size: int = 224) -> tuple[list[np.ndarray], np.ndarray]:
     return left, np.stack(held)
 
 
-@pytest.fixture(scope="module")
-def rvq_codec() -> tuple[Codec, np.ndarray]:
-    """3 RVQ stages × 64 codes (quantizer dropout on), trained on the photos' left parts; and
-    the held-out top-right crops."""
+# The RVQ fixture's model: 3 stages × 64 codes, quantizer dropout on, commitment of the latent
+# to the whole code it uses (configs/rvq.py's; see nlq_jax/quantizers/rvq.py).
+RVQ_MODEL = {
+    "quantizer": "rvq",
+    "codebook_size": 64,
+    "num_stages": 3,
+    "ema_decay": 0.9,
+    "dead_code_threshold": 0.25,
+    "rvq_commitment": "total",
+}
+
+
+def train_rvq(seed: int = 0, steps: int = 300, on_step=None, **model) -> tuple[Codec, np.ndarray]:
+    """An RVQ codec (RVQ_MODEL | model) trained on the photos' left parts, data and keys from
+    `seed`; and the held-out top-right crops."""
     left, held = right_split()
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     batches = (random_crops(left, rng, 8) for _ in iter(int, 1))
-    model = {"quantizer": "rvq", "codebook_size": 64, "num_stages": 3, "ema_decay": 0.9}
     # The priors are refit on larger crops: a 64² crop's 4×4 latent is mostly border, whose
     # codes are not those of the inside of an image.
     fit = [{"image": random_crops(left, rng, 8, 192).astype(np.float32) / 255} for _ in range(8)]
-    model |= {"dead_code_threshold": 0.25}
-    codec = train_codec(model, 300, batches, lr=3e-3, fit_batches=fit)
+    codec = train_codec(
+        RVQ_MODEL | model, steps, batches, lr=3e-3, fit_batches=fit, seed=seed, on_step=on_step
+    )
     return codec, held
+
+
+@pytest.fixture(scope="module")
+def rvq_codec() -> tuple[Codec, np.ndarray]:
+    """`train_rvq()`: the codec and the held-out crops."""
+    return train_rvq()
 
 
 def _payload_bits(data: bytes) -> int:
@@ -144,18 +176,40 @@ def _payload_bits(data: bytes) -> int:
     return 8 * sum(len(s) for s in streams)
 
 
-@pytest.mark.slow
-def test_rvq_prefixes_trade_bits_for_quality(rvq_codec):
-    codec, held = rvq_codec
-    psnr, bits = {}, {}
-    for n in (1, 2, 3):
+def prefix_psnr_bits(codec: Codec, held: np.ndarray) -> dict[int, tuple[float, int]]:
+    """{n: (mean PSNR in dB, payload bits)} of the held-out images coded with n RVQ stages,
+    from real files (compress, decompress)."""
+    out = {}
+    for n in range(1, codec.runner.model.num_stages + 1):
         files = codec.compress_batch(held, num_stages=n)
         decoded = np.stack([codec.decompress(f) for f in files]).astype(np.float64)
         mse = np.mean((decoded - held) ** 2, axis=(1, 2, 3))
-        psnr[n] = float(np.mean(10 * np.log10(255**2 / mse)))
-        bits[n] = sum(_payload_bits(f) for f in files)
-    print("RVQ prefixes (stages: PSNR dB, payload bits):", {n: (psnr[n], bits[n]) for n in psnr})
-    assert psnr[1] < psnr[2] < psnr[3]
+        psnr = float(np.mean(10 * np.log10(255**2 / mse)))
+        out[n] = (psnr, sum(_payload_bits(f) for f in files))
+    return out
+
+
+@pytest.mark.slow
+def test_rvq_prefixes_trade_bits_for_quality(rvq_codec):
+    """Each RVQ stage buys PSNR on held-out pixels with its bits: the second ≥ 0.5 dB, the
+    third ≥ 0.1 dB.
+
+    The margins, from benchmarks/rvq_diagnose.py on seeds 0, 1, 2 (this test trains seed 0):
+    the second stage added 0.98 / 1.05 / 0.92 dB (with the per-stage commitment it replaced:
+    −0.03 / 1.12 / 1.16, the first seed's decoder ignoring all but the first stage). The third
+    stage cannot add 0.5 dB at this size: after 300 steps the decoder given the *unquantized*
+    latent is only 0.3–0.9 dB above the 2-stage code: the transforms, not the quantizer, bound
+    the error (with the per-stage commitment, 900 steps raised that ceiling by 6 dB and the
+    third stage still added only 0.4 dB). It added 0.41 / 0.30 / 0.23 dB, so ≥ 0.1 dB leaves a
+    margin on every seed. Deterministic on a given machine (same numbers run after run).
+    """
+    codec, held = rvq_codec
+    prefixes = prefix_psnr_bits(codec, held)
+    print("RVQ prefixes (stages: PSNR dB, payload bits):", prefixes)
+    psnr = {n: p for n, (p, _) in prefixes.items()}
+    bits = {n: b for n, (_, b) in prefixes.items()}
+    assert psnr[2] >= psnr[1] + 0.5
+    assert psnr[3] >= psnr[2] + 0.1
     assert bits[1] < bits[2] < bits[3]
     assert codec.compress(held[0]) == codec.compress(held[0], num_stages=3)  # all by default
 

@@ -85,6 +85,8 @@ def build_quantizer(model: nn.Module) -> nn.Module:
         return quantizers.get_quantizer("vq", **vq)
     if name == "rvq":
         dropout = {"dropout": model.stage_dropout > 0, "dropout_rate": model.stage_dropout}
+        # vqvae2.Model has no such field: its RVQs keep the per-stage commitment.
+        dropout["commitment"] = getattr(model, "rvq_commitment", "stages")
         return quantizers.get_quantizer("rvq", num_stages=model.num_stages, **vq, **dropout)
     if name == "pvq":
         return quantizers.get_quantizer("pvq", groups=model.groups, **vq)
@@ -155,6 +157,8 @@ class Model(nn.Module):
       temperature_decay_steps: steps of exponential annealing (0: constant temperature).
       conditional_prior: the prior of index group g is conditioned on the code of group g − 1
         (e.g. RVQ stage s on stage s − 1).
+      rvq_commitment: "stages" (β on every RVQ stage's residual) or "total" (β on the latent's
+        distance to the sum of the stages used); see `nlq_jax.quantizers.rvq`.
     """
 
     N: int = 128
@@ -176,6 +180,7 @@ class Model(nn.Module):
     temperature_end: float = 1.0 / 16
     temperature_decay_steps: int = 0
     conditional_prior: bool = False
+    rvq_commitment: str = "stages"
 
     stride = 16  # input sizes must be multiples of this (the codec pads)
     # Memory: the self-attention holds (H·W/256)² weights, ~4 GB for a 3840×2160 image; use

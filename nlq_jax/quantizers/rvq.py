@@ -13,6 +13,15 @@ the first batch, dead-code restarts) with its own "quantizer_state". The vectors
 not use in a dropped example are left out of that stage's losses and statistics. The
 straight-through gradient is taken once, around the sum of the stages, so ∂z_q/∂z is exactly
 the identity (or the rotation trick from z to the sum).
+
+Commitment. "stages" (SoundStream's and EnCodec's implementations) adds every stage's
+β·‖r_s − sg(q_s)‖², and since r_s = z − Σ_{t<s} sg(q_t) carries the gradient to z, the sum
+pulls z towards q_0 hardest (the term of the largest residual, present in every example):
+the latent is drawn onto what the first stage can code. "total" commits z to the code the
+example actually uses, β·‖z − sg(Σ_{s<n} q_s)‖². Measured with benchmarks/rvq_diagnose.py
+(3 stages × 64 codes, 300 steps, 3 seeds): with "stages", the decoder ignored all but the
+first stage on one seed (g_s of the *unquantized* latent only 0.2 dB above the 1-stage code);
+with "total", the second stage adds 0.9–1.1 dB on every seed.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import jax
 import jax.numpy as jnp
 
 from nlq_jax.quantizers.vq import VectorQuantizer, straight_through
+
+COMMITMENTS = ("stages", "total")
 
 
 def vq_options(module: nn.Module) -> dict:
@@ -57,6 +68,8 @@ class ResidualVQ(nn.Module):
       dropout: quantizer dropout in training (only when `num_stages` is not given per call).
       dropout_rate: fraction of the examples that draw a random prefix; the others use all S.
       beta ... axis_name: the `VectorQuantizer` options of every stage.
+      commitment: "stages" (β on every stage's residual) or "total" (β on z's distance to the
+        sum of the stages it uses); see the module docstring.
     """
 
     num_stages: int
@@ -75,15 +88,20 @@ class ResidualVQ(nn.Module):
     restart_dead: bool = True
     dead_threshold: float = 1.0
     axis_name: str | None = None
+    commitment: str = "stages"
 
     @property
     def num_codes(self) -> tuple[int, ...]:
         return (self.codebook_size,) * self.num_stages
 
     def setup(self):
+        if self.commitment not in COMMITMENTS:
+            raise ValueError(f"unknown commitment {self.commitment!r}; use one of {COMMITMENTS}")
+        options = vq_options(self)
+        if self.commitment == "total":
+            options["beta"] = 0.0  # the stages' own commitment terms; the total's is added below
         self.stages = [
-            VectorQuantizer(self.codebook_size, self.dim, **vq_options(self))
-            for _ in range(self.num_stages)
+            VectorQuantizer(self.codebook_size, self.dim, **options) for _ in range(self.num_stages)
         ]
 
     def _prefix(self, num_stages: int | None) -> int:
@@ -150,8 +168,12 @@ class ResidualVQ(nn.Module):
             z_q = straight_through(x, total, self.gradient)
         else:
             z_q = self.decode(indices, n)
+        loss = sum(a["loss"] for a in auxes)
+        if self.commitment == "total":
+            # Every example uses at least the first stage, so every vector counts.
+            loss = loss + self.beta * jnp.mean((x - jax.lax.stop_gradient(total)) ** 2)
         aux = {
-            "loss": sum(a["loss"] for a in auxes),
+            "loss": loss,
             "usage": jnp.mean(jnp.stack([a["usage"] for a in auxes])),
             "perplexity": jnp.mean(jnp.stack([a["perplexity"] for a in auxes])),
             "dead_codes": sum(a["dead_codes"] for a in auxes),

@@ -79,3 +79,28 @@ def test_gradients_are_straight_through():
     w = jnp.asarray(np.random.default_rng(1).normal(size=Z.shape), jnp.float32)
     grad = jax.grad(lambda z: jnp.sum(w * train_step(rvq, variables, z)[0]))(Z)
     np.testing.assert_array_equal(grad, w)
+
+
+def test_commitment_stages_or_total():
+    """ "stages": β·Σ_s ‖r_s − q_s‖² (the residual after each stage); "total": β·‖z − Σ_s q_s‖²
+    (only what the whole code misses). Expected values from the decoded prefixes, in numpy."""
+    variables = fitted()
+    prefixes = [np.asarray(evaluate(RVQ, variables, Z, n)[0], np.float64) for n in (1, 2, 3)]
+    z = np.asarray(Z, np.float64)
+    beta = 0.25
+    expected = {
+        "stages": beta * sum(np.mean((z - p) ** 2) for p in prefixes),
+        "total": beta * np.mean((z - prefixes[-1]) ** 2),
+    }
+    for commitment, value in expected.items():
+        rvq = ResidualVQ(
+            3, 8, 4, beta=beta, restart_dead=False, dropout=False, commitment=commitment
+        )
+
+        def loss(z, rvq=rvq):
+            return train_step(rvq, variables, z)[2]["loss"]
+
+        np.testing.assert_allclose(float(loss(Z)), value, rtol=1e-5)
+        if commitment == "total":  # d/dz β·mean((z − sg(z_q))²)
+            grad = 2 * beta * (z - prefixes[-1]) / z.size
+            np.testing.assert_allclose(jax.grad(loss)(Z), grad, rtol=1e-4, atol=1e-9)
