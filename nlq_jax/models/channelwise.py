@@ -122,6 +122,7 @@ class Model(nn.Module):
         imported from CompressAI).
       prior_medians: "bisection" (the prior's medians) or "stored" (CompressAI's learned
         medians, for imported models) as its quantization offsets.
+      table_precision: bits of the Gaussian tables' probabilities (see `hyperprior.Model`).
     """
 
     N: int = 192
@@ -131,6 +132,7 @@ class Model(nn.Module):
     upsampling: str = "phase"
     prior_filters: tuple[int, ...] = (3, 3, 3)
     prior_medians: str = "bisection"
+    table_precision: int = 24
 
     stride = 64  # input sizes must be multiples of this (the codec pads)
 
