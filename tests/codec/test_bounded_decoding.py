@@ -107,8 +107,9 @@ def test_the_default_budget_refuses_what_would_not_fit_a_laptop():
 
 def test_a_tiny_file_of_a_large_flat_image_is_valid_within_the_budget():
     """Entropy coding makes a flat 1024² image a few kilobytes (≈0.04 bpp with the shipped
-    model; a trained model at a low rate makes it hundreds of bytes): that file decodes (the budget, not the file's size, is the guard), and the same file is refused
-    by a budget below its estimate."""
+    model; a trained model at a low rate makes it hundreds of bytes): that file decodes (the
+    budget, not the file's size, is the guard), and the same file is refused by a budget below
+    its estimate."""
     codec = Codec.load("default")
     flat = np.full((1024, 1024, 3), 128, np.uint8)
     data = codec.compress(flat)
