@@ -94,22 +94,30 @@ class StreamSpec:
       name: the stream's name, for messages ("z", "y", "indices", ...).
       symbols: the most symbols it codes (at least 1, so a real stream holds at least a word).
       prefix: plain bytes before the range-coded words (an RVQ stream's stage count).
+      optional: the stream may be absent (only trailing streams: a file has the required
+        streams, then any number of the optional ones, in order).
+      raw: not range coded: any length from 1 to `symbols` bytes (e.g. a region-of-interest
+        map), with no word alignment.
     """
 
     name: str
     symbols: int
     prefix: int = 0
+    optional: bool = False
+    raw: bool = False
 
     @property
     def max_bytes(self) -> int:
         """The longest stream these symbols can make, prefix included."""
+        if self.raw:
+            return self.prefix + self.symbols
         words = -(-self.symbols * MAX_BITS_PER_SYMBOL // (8 * WORD_BYTES)) + 2
         return self.prefix + WORD_BYTES * words
 
     @property
     def min_bytes(self) -> int:
-        """The shortest: the prefix and one word."""
-        return self.prefix + WORD_BYTES
+        """The shortest: the prefix and one word (one byte for a raw stream)."""
+        return self.prefix + (1 if self.raw else WORD_BYTES)
 
 
 def check_streams(specs: Sequence[StreamSpec], streams: Sequence[bytes]) -> None:
@@ -122,17 +130,25 @@ def check_streams(specs: Sequence[StreamSpec], streams: Sequence[bytes]) -> None
       streams: the file's streams.
 
     Raises:
-      FormatError: the number of streams differs from the model's, or a stream's length is not
-        a whole number of words, shorter than one word, or longer than its symbols can need.
+      FormatError: the number of streams is not one this model writes, or a stream's length is
+        not a whole number of words, shorter than one word, or longer than its symbols can need.
     """
-    if len(streams) != len(specs):
-        names = ", ".join(s.name for s in specs)
+    required = sum(1 for s in specs if not s.optional)
+    if not required <= len(streams) <= len(specs):
+        names = ", ".join(s.name + (" (optional)" if s.optional else "") for s in specs)
+        count = str(required) if required == len(specs) else f"{required}..{len(specs)}"
         raise FormatError(
-            f"corrupted file: {len(streams)} stream(s), this model writes {len(specs)} ({names})"
+            f"corrupted file: {len(streams)} stream(s), this model writes {count} ({names})"
         )
     for spec, stream in zip(specs, streams):
         n = len(stream)
-        if n < spec.min_bytes or n > spec.max_bytes or (n - spec.prefix) % WORD_BYTES:
+        aligned = spec.raw or (n - spec.prefix) % WORD_BYTES == 0
+        if n < spec.min_bytes or n > spec.max_bytes or not aligned:
+            if spec.raw:
+                raise FormatError(
+                    f"corrupted stream {spec.name!r}: {n} bytes, not in "
+                    f"{spec.min_bytes}..{spec.max_bytes}"
+                )
             raise FormatError(
                 f"corrupted stream {spec.name!r}: {n} bytes, where {spec.symbols} symbols need "
                 f"{spec.min_bytes}..{spec.max_bytes} bytes in whole {WORD_BYTES}-byte words"
