@@ -45,7 +45,8 @@ from nlq_jax.entropy import factorized as factorized_prior
 from nlq_jax.layers.conv import DownConv, UpConv
 from nlq_jax.models import base, hyperprior
 from nlq_jax.models.factorized import analysis_transform, synthesis_transform
-from nlq_jax.models.hyperprior import _conv3x3, build_tables, latent_shapes, stream_specs
+from nlq_jax.models.hyperprior import _conv3x3, build_tables, latent_shapes
+from nlq_jax.models.hyperprior import zy_stream_specs as stream_specs
 from nlq_jax.quantizers.scalar import quantize
 
 __all__ = [

@@ -41,7 +41,8 @@ import numpy as np
 from nlq_jax.entropy import coder, gaussian
 from nlq_jax.entropy.context import entropy_parameters
 from nlq_jax.models import base, hyperprior, mean_scale
-from nlq_jax.models.hyperprior import build_tables, decode_memory, latent_shapes, stream_specs
+from nlq_jax.models.hyperprior import build_tables, decode_memory, latent_shapes
+from nlq_jax.models.hyperprior import zy_stream_specs as stream_specs
 from nlq_jax.models.joint import get_default_sizes  # mbt2018's (N, M), the paper's base
 from nlq_jax.quantizers.scalar import quantize
 

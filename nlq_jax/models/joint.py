@@ -52,7 +52,7 @@ __all__ = ["Model", "build_tables", "compress", "decompress", "get_default_sizes
 
 build_tables = mean_scale.build_tables
 latent_shapes = mean_scale.latent_shapes
-stream_specs = mean_scale.stream_specs
+stream_specs = hyperprior.zy_stream_specs
 
 
 def get_default_sizes(quality: int) -> dict[str, int]:

@@ -132,13 +132,19 @@ def test_decode_memory_bounds_the_measured_peak():
 
 @pytest.mark.parametrize("name", ["hyperprior", "checkerboard"])
 def test_a_wrong_number_of_streams_gives_one_clean_error(name):
-    """One stream where the model writes two (it was an IndexError), or a third one."""
+    """One stream where the model writes two (it was an IndexError), or more than it writes
+    (the scale hyperprior's third stream, a region-of-interest map, is optional)."""
     codec = small_codec(name, trained=False)
     header, streams = container.unpack(codec.compress(_noise(64, 64)))
     assert len(streams) == 2
-    for wrong in (streams[:1], [*streams, streams[1]]):
-        with pytest.raises(FormatError, match=r"\d stream\(s\), this model writes 2 \(z, y\)"):
+    writes = r"2\.\.3 \(z, y, roi \(optional\)\)" if name == "hyperprior" else r"2 \(z, y\)"
+    extra = 2 if name == "hyperprior" else 1
+    for wrong in (streams[:1], [*streams, *[streams[1]] * extra]):
+        with pytest.raises(FormatError, match=r"\d stream\(s\), this model writes " + writes):
             codec.decompress(container.pack(header, wrong))
+    if name == "hyperprior":  # a third stream that is no region map
+        with pytest.raises(FormatError, match="roi|region-of-interest"):
+            codec.decompress(container.pack(header, [*streams, streams[1]]))
 
 
 def test_stream_lengths_are_checked_against_the_declared_size():
