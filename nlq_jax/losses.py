@@ -14,6 +14,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+DISTORTIONS = ("mse", "ms-ssim", "mse+ms-ssim")
+# "mse+ms-ssim" weighs 1 − MS-SSIM against 255²·MSE by the ratio of CompressAI's λ ladders at
+# the same quality (MS-SSIM λ / MSE λ: 2.40 / 0.0018 = 1333 at quality 1 ... 220 / 0.18 = 1222
+# at 8), so each term weighs what it weighs alone at that quality; their mean is the distortion.
+MS_SSIM_TO_MSE = 1300.0
+
 
 def bits_per_pixel(bits: dict[str, jax.Array], num_pixels: int) -> jax.Array:
     """Per-example bpp: total bits over all latents, divided by H·W."""
@@ -37,7 +43,9 @@ def rate_distortion_loss(
       x: images, float [B, H, W, C] in [0, 1].
       outputs: a model's forward output, with "x_hat", "bits" and optionally "aux".
       lmbda: the rate-distortion trade-off λ (CompressAI's ladder: 0.0018 ... 0.18).
-      distortion: "mse" (λ·255²·MSE) or "ms-ssim" (λ·(1 − MS-SSIM), as CompressAI scales it).
+      distortion: "mse" (λ·255²·MSE), "ms-ssim" (λ·(1 − MS-SSIM), as CompressAI scales it)
+        or "mse+ms-ssim" (λ·½·(255²·MSE + `MS_SSIM_TO_MSE`·(1 − MS-SSIM)), λ of the MSE
+        ladder).
 
     Returns:
       (loss, metrics) where metrics holds batch means of loss, bpp, mse, psnr (and ms_ssim,
@@ -53,14 +61,16 @@ def rate_distortion_loss(
     }
     if distortion == "mse":
         d = 255.0**2 * err
-    elif distortion == "ms-ssim":
+    elif distortion in ("ms-ssim", "mse+ms-ssim"):
         from nlq_jax.metrics import ms_ssim
 
         s = ms_ssim.ms_ssim(x, outputs["x_hat"], max_val=1.0)
         metrics["ms_ssim"] = jnp.mean(s)
         d = 1.0 - s
+        if distortion == "mse+ms-ssim":
+            d = 0.5 * (255.0**2 * err + MS_SSIM_TO_MSE * d)
     else:
-        raise ValueError(f"unknown distortion {distortion!r}; use 'mse' or 'ms-ssim'")
+        raise ValueError(f"unknown distortion {distortion!r}; use one of {', '.join(DISTORTIONS)}")
     loss = jnp.mean(lmbda * d + bpp)
     for key, value in outputs.get("aux", {}).items():
         value = jnp.asarray(value, jnp.float32)

@@ -136,7 +136,7 @@ class Trainer:
         self.is_main = jax.process_index() == 0
         self.trace_count = 0  # how many times the step was traced (compiled): must stay 1
 
-        if config.get("distortion") == "ms-ssim" and config.data.crop_size < ms_ssim.min_side():
+        if "ms-ssim" in config.get("distortion", "") and config.data.crop_size < ms_ssim.min_side():
             raise TrainingError(
                 f"the MS-SSIM distortion needs crops of at least {ms_ssim.min_side()} pixels "
                 f"(5 scales, 11-pixel window), got data.crop_size={config.data.crop_size}"

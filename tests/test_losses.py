@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nlq_jax import losses
+from nlq_jax import config_base, losses
 
 
 def _outputs(x, noise):
@@ -52,3 +52,21 @@ def test_aux_loss_is_added_and_aux_metrics_are_logged():
     np.testing.assert_allclose(loss, base + 0.3, rtol=1e-6)
     assert float(m["aux_loss"]) == pytest.approx(0.3) and float(m["usage"]) == 0.75
     np.testing.assert_allclose(m["fixed_bpp"], 64 / (16 * 32), rtol=1e-6)
+
+
+def test_mse_plus_ms_ssim_is_the_mean_of_the_two_distortions_at_one_quality():
+    """λ·½·(255²·MSE + 1300·(1 − MS-SSIM)) + bpp, from the two single-term losses."""
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.uniform(size=(2, 176, 176, 3)), jnp.float32)
+    out = _outputs(x, jnp.asarray(rng.normal(0, 0.05, x.shape), jnp.float32))
+    lmbda = 0.0067
+    both, m = losses.rate_distortion_loss(x, out, lmbda, "mse+ms-ssim")
+    bpp = float(m["bpp"])
+    mse_term = float(losses.rate_distortion_loss(x, out, lmbda, "mse")[0]) - bpp
+    ssim_term = float(losses.rate_distortion_loss(x, out, lmbda, "ms-ssim")[0]) - bpp
+    expected = 0.5 * (mse_term + losses.MS_SSIM_TO_MSE * ssim_term) + bpp
+    np.testing.assert_allclose(float(both), expected, rtol=1e-5)
+    ratios = [b / a for a, b in zip(config_base.MSE_LAMBDAS, config_base.MS_SSIM_LAMBDAS)]
+    assert min(ratios) <= losses.MS_SSIM_TO_MSE <= max(ratios)
+    with pytest.raises(ValueError, match="mse, ms-ssim, mse\\+ms-ssim"):
+        losses.rate_distortion_loss(x, out, lmbda, "ssim")
