@@ -1,13 +1,14 @@
-"""The .nlq container: one compressed image, its model's identity, and a checksum (version 1).
+"""The .nlq container: one compressed image, its model's identity, and checksums (versions 1, 2).
 
 A .nlq file holds the entropy-coded streams of one image and enough to refuse decoding it with
 the wrong model: the model's name and a hash of its weights and coding tables. Every integer is
-little-endian. With `n` the length of the model name and `k` the number of streams:
+little-endian. With `n` the length of the model name and `k` the number of streams, version 1
+(every model's files but the progressive ones) is:
 
 ```
 offset          size  field
 0               4     magic b"\\x89NLQ" (the high byte catches 7-bit transfers, as in PNG)
-4               1     format version, u8; this module writes and reads 1
+4               1     format version, u8: 1
 5               1     n = model name length, u8, 1..64
 6               n     model name, ASCII [a-z0-9_]
 6+n             16    model hash (opaque here: truncated sha256 of weights + tables)
@@ -20,13 +21,35 @@ offset          size  field
 end-4           4     CRC-32 (zlib.crc32) of every byte before it, u32
 ```
 
-The overhead around the streams is therefore `36 + n + 4k` bytes (`HEADER_OVERHEAD`).
+Its overhead around the streams is `36 + n + 4k` bytes (`HEADER_OVERHEAD`). Version 2 (the
+files of a progressive model, `Header.progressive`: an RVQ model's stages) checks the header
+and each stream on its own, so that a file cut short keeps its complete streams:
 
-`unpack` trusts nothing in the file: it checks the total length, magic, version and CRC before
-it reads any field, then each field's range, then that the image size is sane and that the
-stream lengths add up to exactly the bytes present. It never allocates according to a size it
-has not validated, and any malformed input raises `FormatError` with a one-line message; no
-other exception escapes for any byte string.
+```
+offset          size  field
+0               32+n  as version 1 up to k (the version byte is 2)
+32+n            1     flags, u8: bit 0 progressive (any prefix of the streams, from the
+                      first, is a valid coarser file); the other bits are 0
+33+n            4k    length of each stream in bytes, u32
+33+n+4k         4     CRC-32 of every byte before it (header and length table), u32
+37+n+4k         ...   each stream in order: its bytes, then the CRC-32 of every byte of the
+                      file before that CRC (so the last one is a whole-file CRC, as in v1)
+```
+
+Its overhead is `37 + n + 8k` bytes. `unpack` reads both versions and wants the whole file.
+`unpack_partial` also takes a progressive file cut short anywhere after its first stream (a
+download interrupted, a file truncated to a byte budget): it returns the streams that are
+complete with their CRC, and how many the file declares; a stream the data ends inside is
+dropped. What it refuses, like `unpack`: an end inside the header or the length table or
+before the first stream and its CRC are complete (truncation), and a complete stream or header
+whose CRC fails (corruption, never taken for truncation); a non-progressive file must be whole.
+
+`unpack` and `unpack_partial` trust nothing in the file: they check magic and version, then
+the integrity (v1: the CRC of the whole file; v2: the header's, bounds-checked, then each
+stream's) before they believe a field, then each field's range, that the image size is sane
+and that the stream lengths add up to exactly the bytes present. They never allocate according
+to a size they have not validated, and any malformed input raises `FormatError` with a
+one-line message; no other exception escapes for any byte string.
 """
 
 from __future__ import annotations
@@ -42,8 +65,10 @@ from collections.abc import Sequence
 from nlq_jax.errors import FormatError, NLQError
 
 MAGIC = b"\x89NLQ"
+# The version of the files `pack` writes unless they are progressive (then version 2).
 VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+PROGRESSIVE_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 HASH_BYTES = 16
 MAX_NAME_LENGTH = 64
 MAX_SIDE = 65535
@@ -52,6 +77,8 @@ MAX_STREAM_BYTES = (1 << 32) - 1
 # The largest file `read_file` reads: 1 GiB.
 MAX_FILE_BYTES = 1 << 30
 CHANNELS = (1, 3)
+# Version 2's flag bits: the only one defined.
+FLAG_PROGRESSIVE = 0x01
 
 _NAME_RE = re.compile(rb"[a-z0-9_]{1,64}")
 _CRC_BYTES = 4
@@ -59,19 +86,22 @@ _CRC_BYTES = 4
 _PREFIX_BYTES = len(MAGIC) + 2
 # hash, height, width, channels, stream count: what follows the name, before the lengths.
 _SHAPE = struct.Struct(f"<{HASH_BYTES}sIIBB")
-# The smallest well-formed file: a 1-character name, one empty stream.
+# The smallest well-formed file: a 1-character name, one empty stream (version 1's; version
+# 2's is 5 bytes longer).
 MIN_FILE_BYTES = _PREFIX_BYTES + 1 + _SHAPE.size + 4 + _CRC_BYTES
 
 
-def HEADER_OVERHEAD(num_streams: int, model_name_length: int) -> int:
-    """Bytes a .nlq file spends besides its streams: header, stream lengths and CRC.
+def HEADER_OVERHEAD(num_streams: int, model_name_length: int, version: int = VERSION) -> int:
+    """Bytes a .nlq file spends besides its streams: header, stream lengths and CRCs.
 
     Args:
         num_streams: number of streams in the file, 1..32.
         model_name_length: length of the model name in characters, 1..64.
+        version: the file's format version, 1 or 2.
 
     Returns:
-        `36 + model_name_length + 4 * num_streams`; file size = this + sum of stream lengths.
+        `36 + model_name_length + 4 * num_streams` (version 1), `37 + model_name_length +
+        8 * num_streams` (version 2); file size = this + sum of stream lengths.
     """
     if not 1 <= num_streams <= MAX_STREAMS:
         raise ValueError(f"num_streams must be in 1..{MAX_STREAMS}, got {num_streams}")
@@ -79,7 +109,12 @@ def HEADER_OVERHEAD(num_streams: int, model_name_length: int) -> int:
         raise ValueError(
             f"model_name_length must be in 1..{MAX_NAME_LENGTH}, got {model_name_length}"
         )
-    return _PREFIX_BYTES + model_name_length + _SHAPE.size + 4 * num_streams + _CRC_BYTES
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"version must be one of {SUPPORTED_VERSIONS}, got {version!r}")
+    overhead = _PREFIX_BYTES + model_name_length + _SHAPE.size + 4 * num_streams + _CRC_BYTES
+    if version == 1:
+        return overhead
+    return overhead + 1 + _CRC_BYTES * num_streams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +127,8 @@ class Header:
         height: image height in pixels, 1..65535.
         width: image width in pixels, 1..65535.
         channels: 1 if the image decodes to greyscale, 3 for RGB.
+        progressive: any prefix of the streams (from the first) is a valid, coarser file, so
+            one cut short still decodes (`unpack_partial`); such a file is written in version 2.
     """
 
     model_name: str
@@ -99,6 +136,7 @@ class Header:
     height: int
     width: int
     channels: int
+    progressive: bool = False
 
     def __post_init__(self):
         if not isinstance(self.model_name, str) or not re.fullmatch(
@@ -115,25 +153,30 @@ class Header:
                 raise ValueError(f"{field} must be an int in 1..{MAX_SIDE}, got {value!r}")
         if not _is_int(self.channels) or self.channels not in CHANNELS:
             raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
+        if not isinstance(self.progressive, bool):
+            raise ValueError(f"progressive must be a bool, got {self.progressive!r}")
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def pack(header: Header, streams: Sequence[bytes]) -> bytes:
+def pack(header: Header, streams: Sequence[bytes], *, version: int | None = None) -> bytes:
     """Serializes one compressed image to the bytes of a .nlq file.
 
     Args:
         header: the image shape and the identity of the model that coded it.
         streams: 1..32 byte strings (e.g. the hyper-latent and latent bitstreams).
+        version: the format version (default: 2 for a progressive header, else 1, whose bytes
+            are those of every file before version 2 existed).
 
     Returns:
-        The complete file contents, CRC included.
+        The complete file contents, CRCs included.
 
     Raises:
         TypeError: `header` is not a `Header` or `streams` holds something other than bytes.
-        ValueError: `streams` is empty, has more than 32 entries, or one is too long.
+        ValueError: `streams` is empty, has more than 32 entries, or one is too long; or the
+            version is unknown, or 1 for a progressive header.
         Both are bugs in the caller, not bad user input.
     """
     if not isinstance(header, Header):
@@ -150,10 +193,14 @@ def pack(header: Header, streams: Sequence[bytes]) -> bytes:
     for i, stream in enumerate(streams):
         if len(stream) > MAX_STREAM_BYTES:
             raise ValueError(f"stream {i} is longer than {MAX_STREAM_BYTES} bytes")
+    if version is None:
+        version = PROGRESSIVE_VERSION if header.progressive else VERSION
+    if version not in SUPPORTED_VERSIONS or (version == 1 and header.progressive):
+        raise ValueError(f"cannot write version {version!r} (progressive: {header.progressive})")
     name = header.model_name.encode("ascii")
     parts = [
         MAGIC,
-        struct.pack("<BB", VERSION, len(name)),
+        struct.pack("<BB", version, len(name)),
         name,
         _SHAPE.pack(
             header.model_hash,
@@ -162,15 +209,26 @@ def pack(header: Header, streams: Sequence[bytes]) -> bytes:
             header.channels,
             len(streams),
         ),
-        struct.pack(f"<{len(streams)}I", *(len(s) for s in streams)),
-        *streams,
     ]
-    body = b"".join(parts)
-    return body + struct.pack("<I", zlib.crc32(body))
+    if version == 1:
+        parts += [struct.pack(f"<{len(streams)}I", *(len(s) for s in streams)), *streams]
+        body = b"".join(parts)
+        return body + struct.pack("<I", zlib.crc32(body))
+    parts += [
+        bytes([FLAG_PROGRESSIVE if header.progressive else 0]),
+        struct.pack(f"<{len(streams)}I", *(len(s) for s in streams)),
+    ]
+    out = bytearray(b"".join(parts))
+    crc = zlib.crc32(out)
+    out += struct.pack("<I", crc)
+    for stream in streams:
+        crc = zlib.crc32(stream, zlib.crc32(out[-_CRC_BYTES:], crc))
+        out += stream + struct.pack("<I", crc)
+    return bytes(out)
 
 
 def unpack(data: bytes, *, max_pixels: int = 1 << 28) -> tuple[Header, list[bytes]]:
-    """Parses and validates the bytes of a .nlq file.
+    """Parses and validates the bytes of a whole .nlq file (version 1 or 2).
 
     Args:
         data: the whole file.
@@ -185,6 +243,32 @@ def unpack(data: bytes, *, max_pixels: int = 1 << 28) -> tuple[Header, list[byte
             truncated, has trailing bytes, or describes an absurd image. The message is one line.
         TypeError: `data` is not a bytes-like object (a bug in the caller).
     """
+    header, streams, _ = _unpack(data, max_pixels, partial=False)
+    return header, streams
+
+
+def unpack_partial(data: bytes, *, max_pixels: int = 1 << 28) -> tuple[Header, list[bytes], int]:
+    """As `unpack`, but a progressive file may be cut short after its first stream.
+
+    Args:
+        data: the file, or the start of a progressive one.
+        max_pixels: as in `unpack`.
+
+    Returns:
+        `(header, streams, declared)`: the streams complete with their CRC (all of them for a
+        whole file), and the number the file declares (more than `len(streams)` when it was
+        cut short: a stream the data ends inside is dropped with the ones after it).
+
+    Raises:
+        FormatError: as `unpack`, and for a truncated file unless it is progressive and its
+            header and first stream are complete. A complete stream whose CRC fails is
+            corruption, refused like any other.
+        TypeError: `data` is not a bytes-like object (a bug in the caller).
+    """
+    return _unpack(data, max_pixels, partial=True)
+
+
+def _unpack(data: bytes, max_pixels: int, partial: bool) -> tuple[Header, list[bytes], int]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     data = bytes(data) if not isinstance(data, bytes) else data
@@ -203,9 +287,15 @@ def unpack(data: bytes, *, max_pixels: int = 1 << 28) -> tuple[Header, list[byte
     if version not in SUPPORTED_VERSIONS:
         supported = ", ".join(str(v) for v in SUPPORTED_VERSIONS)
         raise FormatError(
-            f"unsupported .nlq format version {version} (this nlq_jax reads version {supported})"
+            f"unsupported .nlq format version {version} (this nlq_jax reads versions {supported})"
         )
+    if version == 1:
+        return _unpack_v1(data, max_pixels)
+    return _unpack_v2(data, max_pixels, partial)
 
+
+def _unpack_v1(data: bytes, max_pixels: int) -> tuple[Header, list[bytes], int]:
+    size = len(data)
     # 2. Integrity of everything, before any field is believed.
     (stored_crc,) = struct.unpack_from("<I", data, size - _CRC_BYTES)
     if zlib.crc32(memoryview(data)[: size - _CRC_BYTES]) != stored_crc:
@@ -219,20 +309,7 @@ def unpack(data: bytes, *, max_pixels: int = 1 << 28) -> tuple[Header, list[byte
     lengths_at = shape_at + _SHAPE.size
     if lengths_at + _CRC_BYTES > size:
         raise FormatError(f"truncated .nlq file: {size} bytes end inside the header")
-    name = data[_PREFIX_BYTES:shape_at]
-    if not _NAME_RE.fullmatch(name):
-        raise FormatError("invalid model name (must be ASCII [a-z0-9_])")
-    model_hash, height, width, channels, num_streams = _SHAPE.unpack_from(data, shape_at)
-    if not 1 <= height <= MAX_SIDE or not 1 <= width <= MAX_SIDE:
-        raise FormatError(f"absurd image size {height}x{width} (each side must be 1..{MAX_SIDE})")
-    if channels not in CHANNELS:
-        raise FormatError(f"invalid channel count {channels} (must be 1 or 3)")
-    if not 1 <= num_streams <= MAX_STREAMS:
-        raise FormatError(f"invalid stream count {num_streams} (must be 1..{MAX_STREAMS})")
-    if height * width > max_pixels:
-        raise FormatError(
-            f"absurd image size {height}x{width} = {height * width} pixels (limit {max_pixels})"
-        )
+    header, num_streams = _header_fields(data, shape_at, max_pixels, flags=0)
     payload_at = lengths_at + 4 * num_streams
     if payload_at + _CRC_BYTES > size:
         raise FormatError(f"truncated .nlq file: {size} bytes end inside the stream lengths")
@@ -255,14 +332,91 @@ def unpack(data: bytes, *, max_pixels: int = 1 << 28) -> tuple[Header, list[byte
     for length in lengths:
         streams.append(data[offset : offset + length])
         offset += length
+    return header, streams, num_streams
+
+
+def _unpack_v2(data: bytes, max_pixels: int, partial: bool) -> tuple[Header, list[bytes], int]:
+    size = len(data)
+    # 2. Where the header's CRC is, from two bytes bounds-checked first; then that CRC.
+    name_length = data[5]
+    if not 1 <= name_length <= MAX_NAME_LENGTH:
+        raise FormatError(f"invalid model name length {name_length} (must be 1..64)")
+    shape_at = _PREFIX_BYTES + name_length
+    lengths_at = shape_at + _SHAPE.size + 1
+    if lengths_at > size:
+        raise FormatError(f"truncated .nlq file: {size} bytes end inside the header")
+    num_streams = data[lengths_at - 2]
+    if not 1 <= num_streams <= MAX_STREAMS:
+        raise FormatError(f"invalid stream count {num_streams} (must be 1..{MAX_STREAMS})")
+    crc_at = lengths_at + 4 * num_streams
+    if crc_at + _CRC_BYTES > size:
+        raise FormatError(
+            f"truncated .nlq file: {size} bytes end inside the stream lengths or their CRC"
+        )
+    (stored_crc,) = struct.unpack_from("<I", data, crc_at)
+    crc = zlib.crc32(memoryview(data)[:crc_at])
+    if crc != stored_crc:
+        raise FormatError("corrupted (header CRC mismatch)")
+
+    # 3. Fields.
+    header, _ = _header_fields(data, shape_at, max_pixels, flags=data[lengths_at - 1])
+    lengths = struct.unpack_from(f"<{num_streams}I", data, lengths_at)
+
+    # 4. Each stream and its CRC; a progressive file may end after any complete one.
+    streams = []
+    offset = crc_at + _CRC_BYTES
+    crc = zlib.crc32(data[crc_at:offset], crc)
+    for i, length in enumerate(lengths):
+        end = offset + length
+        if end + _CRC_BYTES > size:
+            if partial and header.progressive and i > 0:
+                return header, streams, num_streams
+            where = "its first stream" if i == 0 else f"stream {i}"
+            raise FormatError(
+                f"truncated .nlq file: {size} bytes end inside {where} (the header declares "
+                f"{offset + sum(lengths[i:]) + _CRC_BYTES * (num_streams - i)})"
+            )
+        crc = zlib.crc32(memoryview(data)[offset:end], crc)
+        (stored_crc,) = struct.unpack_from("<I", data, end)
+        if crc != stored_crc:
+            raise FormatError(f"corrupted (CRC mismatch in stream {i})")
+        crc = zlib.crc32(data[end : end + _CRC_BYTES], crc)
+        streams.append(data[offset:end])
+        offset = end + _CRC_BYTES
+    if offset != size:
+        raise FormatError(
+            f"trailing bytes in .nlq file: {size - offset} after the last stream's CRC"
+        )
+    return header, streams, num_streams
+
+
+def _header_fields(data: bytes, shape_at: int, max_pixels: int, flags: int) -> tuple[Header, int]:
+    """The header's fields after the name length (present: the caller checked), validated."""
+    name = data[_PREFIX_BYTES:shape_at]
+    if not _NAME_RE.fullmatch(name):
+        raise FormatError("invalid model name (must be ASCII [a-z0-9_])")
+    model_hash, height, width, channels, num_streams = _SHAPE.unpack_from(data, shape_at)
+    if not 1 <= height <= MAX_SIDE or not 1 <= width <= MAX_SIDE:
+        raise FormatError(f"absurd image size {height}x{width} (each side must be 1..{MAX_SIDE})")
+    if channels not in CHANNELS:
+        raise FormatError(f"invalid channel count {channels} (must be 1 or 3)")
+    if not 1 <= num_streams <= MAX_STREAMS:
+        raise FormatError(f"invalid stream count {num_streams} (must be 1..{MAX_STREAMS})")
+    if flags & ~FLAG_PROGRESSIVE:
+        raise FormatError(f"unknown flags {flags:#04x} (this nlq_jax knows 0x01, progressive)")
+    if height * width > max_pixels:
+        raise FormatError(
+            f"absurd image size {height}x{width} = {height * width} pixels (limit {max_pixels})"
+        )
     header = Header(
         model_name=name.decode("ascii"),
         model_hash=model_hash,
         height=height,
         width=width,
         channels=channels,
+        progressive=bool(flags & FLAG_PROGRESSIVE),
     )
-    return header, streams
+    return header, num_streams
 
 
 def _truncation_hint(data: bytes) -> str:

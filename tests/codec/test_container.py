@@ -154,8 +154,8 @@ def test_pack_rejects_programmer_errors(header, streams, error):
         (b"\x89NLQ\x01", "truncated"),
         (_raw(magic=b"NLQ\x89"), "not a .nlq file"),
         (
-            _raw(version=2),
-            "unsupported .nlq format version 2 (this nlq_jax reads version 1)",
+            _raw(version=3),
+            "unsupported .nlq format version 3 (this nlq_jax reads versions 1, 2)",
         ),
         (_raw(version=0), "unsupported .nlq format version 0"),
         (_raw(crc=False) + b"\x00\x00\x00\x00", "corrupted (CRC mismatch)"),
@@ -234,13 +234,18 @@ def test_appended_bytes_are_refused():
         container.unpack(data + b"\x00")
 
 
-def test_huge_declared_sizes_allocate_nothing():
+@pytest.mark.parametrize("version", [1, 2])
+def test_huge_declared_sizes_allocate_nothing(version):
     # Lengths that claim 32 x 4 GiB, and the largest image, in a 200-byte file.
-    data = _raw(height=65535, width=65535, lengths=[0xFFFFFFFF] * 32, payload=bytes(10))
+    sizes = {"height": 65535, "width": 65535, "lengths": [0xFFFFFFFF] * 32}
+    if version == 1:
+        data = _raw(**sizes, payload=bytes(10))
+    else:
+        data = _raw_v2(**sizes, streams=[b"x"] * 3)
     tracemalloc.start()
     try:
         with pytest.raises(FormatError):
-            container.unpack(data, max_pixels=1 << 40)
+            container.unpack_partial(data, max_pixels=1 << 40)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -281,7 +286,7 @@ def _unpack_only_format_errors(data: bytes) -> None:
         assert str(e) and "\n" not in str(e)
     else:
         # Whatever parses must be exactly what packing its contents gives back.
-        assert container.pack(header, streams) == data
+        assert container.pack(header, streams, version=data[4]) == data
     assert time.perf_counter() - start < 0.5
 
 
@@ -365,3 +370,192 @@ def test_read_file_errors(tmp_path):
     path.write_bytes(bytes(11))
     with pytest.raises(FormatError, match="too large"):
         container.read_file(path, max_bytes=10)
+
+
+# Version 2: a CRC over the header and one per stream; progressive files may be cut short.
+
+PROGRESSIVE = container.Header("nlq", HASH, height=64, width=96, channels=3, progressive=True)
+
+
+def _raw_v2(*, flags=1, streams=None, crcs=None, lengths=None, num_streams=None, **fields):
+    """A version-2 file byte by byte from the documented layout, independently of `pack`:
+    version 1's header up to the stream count (`_raw`'s `fields`), the flags, the lengths, then
+    CRCs that each cover every byte before them (`crcs`: the stream CRCs to write instead)."""
+    streams = STREAMS if streams is None else streams
+    lengths = [len(s) for s in streams] if lengths is None else lengths
+    count = len(lengths) if num_streams is None else num_streams
+    head = _raw(version=2, num_streams=count, lengths=[], payload=b"", crc=False, **fields)
+    out = head + bytes([flags]) + b"".join(struct.pack("<I", n) for n in lengths)
+    out += struct.pack("<I", zlib.crc32(out))
+    for i, stream in enumerate(streams):
+        out += stream
+        crc = zlib.crc32(out) if crcs is None else crcs[i]
+        out += struct.pack("<I", crc)
+    return out
+
+
+def test_v2_pack_matches_documented_layout():
+    header = container.Header("hyperprior", HASH, 512, 768, 3, progressive=True)
+    assert container.pack(header, STREAMS) == _raw_v2()
+    assert container.pack(HEADER, STREAMS, version=2) == _raw_v2(flags=0)
+    assert container.pack(HEADER, STREAMS) == _raw()  # not progressive: version 1, as before
+    for streams in ([b"x"], STREAMS, [bytes([i]) * i for i in range(32)]):
+        data = container.pack(header, streams)
+        assert len(data) == container.HEADER_OVERHEAD(len(streams), 10, version=2) + sum(
+            map(len, streams)
+        )
+    assert container.HEADER_OVERHEAD(1, 1, version=2) == 46
+    with pytest.raises(ValueError):
+        container.pack(header, STREAMS, version=1)
+    with pytest.raises(ValueError):
+        container.Header("m", HASH, 1, 1, 3, progressive=1)
+
+
+def test_v2_round_trip_and_flags():
+    for flags in (0, 1):
+        data = _raw_v2(flags=flags)
+        header, streams = container.unpack(data)
+        assert streams == STREAMS and header.progressive == bool(flags)
+        assert container.unpack_partial(data) == (header, STREAMS, 3)
+    for flags in (2, 3, 0x80):
+        with pytest.raises(FormatError, match="unknown flags"):
+            container.unpack(_raw_v2(flags=flags))
+
+
+def _stream_ends(data: bytes, streams) -> list[int]:
+    """The offset just past each stream's CRC in a version-2 file."""
+    end = len(data) - sum(len(s) + 4 for s in streams)
+    ends = []
+    for s in streams:
+        end += len(s) + 4
+        ends.append(end)
+    return ends
+
+
+def test_v2_truncated_non_progressive_file_is_refused():
+    data = container.pack(HEADER, STREAMS, version=2)
+    for length in range(len(container.MAGIC), len(data)):
+        with pytest.raises(FormatError, match="truncated"):
+            container.unpack_partial(data[:length])
+
+
+def test_v2_corruption_is_never_taken_for_truncation():
+    """Every single-byte change of a progressive file, whole or cut, fails a CRC (header or
+    stream): FormatError, never a shorter file. (Bytes of a stream the cut leaves incomplete
+    are dropped unread: damage there is indistinguishable from the cut.)"""
+    streams = [b"map", bytes(range(40)), b"last stream"]
+    data = container.pack(PROGRESSIVE, streams)
+    ends = _stream_ends(data, streams)
+    for length in (ends[0], len(data) - 5, len(data)):
+        for position in range(max(end for end in ends if end <= length)):
+            for flip in (0x01, 0x80):
+                mutated = bytearray(data[:length])
+                mutated[position] ^= flip
+                with pytest.raises(FormatError):
+                    container.unpack_partial(bytes(mutated))
+    corrupted = bytearray(data)
+    corrupted[len(data) - 8] ^= 1  # inside the last stream
+    with pytest.raises(FormatError, match="CRC mismatch in stream 2"):
+        container.unpack_partial(bytes(corrupted))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_raw_v2()[:42], "end inside the header"),
+        (_raw_v2()[:48], "end inside the stream lengths or their CRC"),
+        (_raw_v2(num_streams=0, lengths=[], streams=[]), "invalid stream count 0"),
+        (_raw_v2(lengths=[1] * 33, streams=[b"x"] * 33), "invalid stream count 33"),
+        (_raw_v2(crcs=[0, 0, 0]), "CRC mismatch in stream 0"),
+        (_raw_v2(lengths=[17, 0, 79]), "CRC mismatch in stream 2"),
+        (_raw_v2(height=0), "absurd image size 0x768"),
+        (_raw_v2(channels=2), "invalid channel count 2"),
+        (_raw_v2(name=b"Hyperprior"), "invalid model name"),
+        (_raw_v2() + b"\x00", "trailing bytes in .nlq file: 1 after the last stream"),
+        (_raw_v2(streams=[*STREAMS, b""], lengths=[17, 0, 80]), "trailing bytes"),
+    ],
+)
+def test_v2_refusals(data, message):
+    with pytest.raises(FormatError) as info:
+        container.unpack_partial(data)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def _unpack_partial_only_format_errors(data: bytes) -> None:
+    start = time.perf_counter()
+    try:
+        header, streams, declared = container.unpack_partial(data)
+    except FormatError as e:
+        assert str(e) and "\n" not in str(e)
+    else:
+        # What parses is a prefix of what its complete streams pack to.
+        assert 1 <= len(streams) <= declared
+        packed = container.pack(header, streams, version=data[4])
+        if len(streams) == declared:
+            assert packed == data
+        else:
+            assert header.progressive and data[4] == 2
+    assert time.perf_counter() - start < 0.5
+
+
+@_FUZZ
+@hypothesis.given(st.binary(max_size=300))
+def test_fuzz_v2_random_body_with_valid_header_crc(rest):
+    # The header CRC's position depends on the name length and stream count it covers.
+    n = rest[0] if rest else 0
+    k_at = 6 + n + 25
+    body = b"\x89NLQ\x02" + rest
+    crc_at = k_at + 2 + 4 * (body[k_at] if len(body) > k_at else 0)
+    if len(body) >= crc_at:
+        body = body[:crc_at] + struct.pack("<I", zlib.crc32(body[:crc_at])) + body[crc_at:]
+    _unpack_partial_only_format_errors(body)
+
+
+@_FUZZ
+@hypothesis.given(
+    height=st.integers(0, 2**32 - 1),
+    channels=st.integers(0, 255),
+    flags=st.integers(0, 255),
+    lengths=st.lists(st.integers(0, 2**32 - 1), max_size=40),
+    num_streams_delta=st.integers(-2, 2),
+    streams=st.lists(st.binary(max_size=24), max_size=6),
+    cut=st.integers(0, 400),
+    valid_crcs=st.booleans(),
+)
+def test_fuzz_v2_structured_headers(
+    height, channels, flags, lengths, num_streams_delta, streams, cut, valid_crcs
+):
+    num_streams = max(0, min(255, len(lengths) + num_streams_delta))
+    crcs = None if valid_crcs else [0] * len(streams)
+    data = _raw_v2(
+        height=height,
+        channels=channels,
+        flags=flags,
+        num_streams=num_streams,
+        lengths=lengths,
+        streams=streams,
+        crcs=crcs,
+    )
+    _unpack_partial_only_format_errors(data[: max(0, len(data) - cut)])
+    _unpack_only_format_errors(data)
+
+
+@_FUZZ
+@hypothesis.given(
+    position=st.integers(0, 10**6),
+    value=st.integers(0, 255),
+    cut=st.integers(0, 200),
+)
+def test_fuzz_v2_single_byte_mutations_of_a_cut_file(position, value, cut):
+    streams = [b"m", bytes(range(50)), b"x" * 30]
+    data = container.pack(PROGRESSIVE, streams)
+    ends = _stream_ends(data, streams)
+    data = bytearray(data[: max(1, len(data) - cut)])
+    # Within what it reads: the header and the complete streams (or all, if none is).
+    read = max([end for end in ends if end <= len(data)], default=len(data))
+    original = bytes(data)
+    data[position % read] = value
+    if bytes(data) == original:
+        return
+    with pytest.raises(FormatError):
+        container.unpack_partial(bytes(data))
