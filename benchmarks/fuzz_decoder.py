@@ -7,12 +7,14 @@
 
 Targets: small untrained exports (random weights, fixed seeds, N = 32) of every model in
 `nlq_jax.models`, `nlq` once per quantizer and `vqvae2` with VQ and RVQ (`TARGETS`); their valid
-files (a few images, an RVQ prefix file) are the seeds. Case i is a pure function of
-(`--seed`, i): target i mod len(TARGETS), a seed file, then 1–3 mutations of its structure
-(`MUTATIONS`: header fields, declared sizes, a declared-size bomb with empty or one-word
-streams, the stream count and lengths, streams spliced from other files, duplicated, removed,
-emptied, truncated, extended, bit-flipped, randomized or reordered, an RVQ stage byte, a raw
-byte), serialized with a recomputed CRC so that the damage reaches the decoder.
+files (a few images; for the RVQ model a prefix file and a region-of-interest file) are the
+seeds. Case i is a pure function of (`--seed`, i): target i mod len(TARGETS), a seed file,
+then 1–3 mutations of its structure (`MUTATIONS`: header fields, declared sizes, a
+declared-size bomb with empty or one-word streams, the stream count and lengths, streams
+spliced from other files, duplicated, removed, emptied, truncated, extended, bit-flipped,
+randomized or reordered, an RVQ stage map's first byte, the version-2 flags (a file of any
+model made progressive), the file cut short, a raw byte), serialized with recomputed CRCs
+(version 1's, or version 2's per header and stream) so that the damage reaches the decoder.
 
 Cases run in one worker subprocess (`--worker`), which decodes each with
 `Codec.decompress(data, max_memory=--max-memory)` and reports its outcome: decoded, a clean
@@ -74,32 +76,47 @@ OUTCOME_ORDER = ("decoded", "error", "uncaught", "hang", "over memory", "crash")
 
 # The file's fields, serialized without any validation (unlike `container.pack`).
 def parse(data: bytes) -> dict:
-    """A valid .nlq file → its fields (see `nlq_jax.codec.container`)."""
+    """A valid .nlq file, version 1 or 2 → its fields (see `nlq_jax.codec.container`)."""
     n = data[5]
     name = data[6 : 6 + n]
     model_hash, h, w, channels, k = struct.unpack_from("<16sIIBB", data, 6 + n)
     at = 6 + n + 26
+    layout = data[4]
+    flags = data[at] if layout == 2 else 0
+    at += layout == 2
+    crc = 4 if layout == 2 else 0  # version 2: a CRC after the lengths and each stream
     lengths = list(struct.unpack_from(f"<{k}I", data, at))
-    streams, at = [], at + 4 * k
+    streams, at = [], at + 4 * k + crc
     for length in lengths:
         streams.append(data[at : at + length])
-        at += length
-    return {"version": data[4], "name": name, "hash": model_hash, "height": h, "width": w,
-            "channels": channels, "count": None, "lengths": None, "streams": streams}  # fmt: skip
+        at += length + crc
+    return {"version": data[4], "layout": layout, "flags": flags, "name": name,
+            "hash": model_hash, "height": h, "width": w, "channels": channels, "count": None,
+            "lengths": None, "streams": streams, "cut": 0}  # fmt: skip
 
 
 def serialize(f: dict) -> bytes:
-    """Fields → bytes with a valid CRC; `count` / `lengths` None: those of the streams."""
+    """Fields → bytes with valid CRCs, in the layout of version `layout` (whatever the version
+    byte says); `count` / `lengths` None: those of the streams; then `cut` bytes cut off."""
     streams = f["streams"]
     count = len(streams) if f["count"] is None else f["count"]
     lengths = [len(s) for s in streams] if f["lengths"] is None else f["lengths"]
-    body = b"".join([
+    head = b"".join([
         b"\x89NLQ", bytes([f["version"] & 255, len(f["name"]) & 255]), f["name"],
         f["hash"], struct.pack("<II", f["height"] & 0xFFFFFFFF, f["width"] & 0xFFFFFFFF),
         bytes([f["channels"] & 255, count & 255]),
-        b"".join(struct.pack("<I", n & 0xFFFFFFFF) for n in lengths), *streams,
+        bytes([f["flags"] & 255]) if f["layout"] == 2 else b"",
+        b"".join(struct.pack("<I", n & 0xFFFFFFFF) for n in lengths),
     ])  # fmt: skip
-    return body + struct.pack("<I", zlib.crc32(body))
+    if f["layout"] == 2:
+        out = head + struct.pack("<I", zlib.crc32(head))
+        for stream in streams:
+            out += stream
+            out += struct.pack("<I", zlib.crc32(out))
+    else:
+        body = head + b"".join(streams)
+        out = body + struct.pack("<I", zlib.crc32(body))
+    return out[: len(out) - f["cut"]]
 
 
 def _pick(rng: np.random.Generator, seq):
@@ -178,6 +195,8 @@ MUTATIONS = {
     "randomize": lambda f, rng, pool: _edit_stream(f, rng, lambda s: _random_words(rng, s)),
     "reorder": lambda f, rng, pool: f["streams"].reverse(),
     "stages": _stages,
+    "flags": lambda f, rng, pool: f.update(version=2, layout=2, flags=_pick(rng, (0, 1, 2, 255))),
+    "cut": lambda f, rng, pool: f.update(cut=_pick(rng, (1, 3, 4, 5, 8, 17, 64, 200))),
 }
 
 
@@ -272,6 +291,9 @@ def seed_files(label: str, codec, shapes=SEED_SHAPES) -> list[bytes]:
     name, kwargs = TARGETS[label]
     if kwargs.get("quantizer") == "rvq" and name == "nlq":
         files.append(codec.compress(noise, num_stages=1))
+        roi = np.zeros(noise.shape[:2], bool)
+        roi[:, : noise.shape[1] // 2] = True
+        files.append(codec.compress(noise, roi=roi))
     return files
 
 

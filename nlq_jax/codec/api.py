@@ -6,6 +6,12 @@ codec = Codec.load("runs/hyperprior-q3/export")
 data = codec.compress(pixels)          # uint8 H×W×3 → the whole .nlq file
 pixels_hat = codec.decompress(data)    # → uint8 H×W×3
 ```
+Coding options go to the model: an RVQ model's `codec.compress(pixels, num_stages=2)` codes
+only its first stages, `codec.compress(pixels, roi=mask)` (a mask H×W, nonzero in the region of
+interest; also the scalar hyperprior models) spends the bits in the region. An RVQ model's files
+are progressive: `codec.decompress(data, num_stages=1)` decodes only the first stages, and a
+file cut short decodes its complete stages (`codec.progress(data)` says how many).
+
 Any image size works: the image is padded (edge-replicated) on the bottom and right to a
 multiple of the model's stride, and the reconstruction is cropped back. The bytes of an image
 depend only on the image and the model (not on the batch it came in, nor on jit); a file made
@@ -24,6 +30,8 @@ becomes the same error.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 from pathlib import Path
 
@@ -72,6 +80,27 @@ def to_model_input(pixels: np.ndarray) -> np.ndarray:
     return to_float(x)
 
 
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """How much of a file decodes (`Codec.progress`), in stages (an RVQ model's; 1 of 1 for
+    every other model, whose files are not progressive).
+
+    Attributes:
+      declared: the stages the file was written with.
+      complete: the stages wholly present (fewer when a progressive file was cut short).
+      decoded: what `decompress` decodes with the same `num_stages`: min(complete, num_stages).
+    """
+
+    declared: int
+    complete: int
+    decoded: int
+
+    @property
+    def truncated(self) -> bool:
+        """The file was cut short: some of its stages are missing."""
+        return self.complete < self.declared
+
+
 class Codec:
     """A model bound to its weights and coding tables, ready to code images.
 
@@ -118,6 +147,8 @@ class Codec:
             params, self.tables, self.model_state, description=description if described else None
         )
         self.runner = Runner(self.model, self.variables, self.tables, jit=jit)
+        # Whether its files are progressive (version 2; the module's `progressive(model)`).
+        self.progressive = bool(getattr(self.module, "progressive", lambda m: False)(self.model))
         self._forward = None
 
     @property
@@ -164,7 +195,9 @@ class Codec:
           pixels: the image.
           channels: 1 to have the file decode to greyscale (for greyscale sources), else 3.
           **options: the model's coding options (e.g. `num_stages` of an RVQ model: code only
-            the first stages, a coarser file that any decoder of this model reads).
+            the first stages, a coarser file that any decoder of this model reads; `roi`, a
+            region of interest, a mask [H, W], bool or numbers, nonzero in the region, padded
+            here like the image, for the models whose `compress` takes it).
         """
         return self.compress_batch(np.asarray(pixels)[None], channels, **options)[0]
 
@@ -172,14 +205,26 @@ class Codec:
         """A batch of same-sized uint8 images [B, H, W, 3] → one .nlq file each.
 
         The analysis transforms run on the whole batch; the result is the same bytes as
-        compressing each image on its own (tested). `options` as in `compress`.
+        compressing each image on its own (tested). `options` as in `compress` (`roi`: one
+        mask [H, W] for every image, or one each [B, H, W]).
+
+        Raises:
+          ImageError: the images or the region-of-interest mask are not of a size it takes.
+          ValueError: an option the model does not take (e.g. `roi` of a model without
+            region-of-interest coding), or out of its range.
         """
         x = to_model_input(pixels)
         b, h, w, _ = x.shape
         if h * w > MAX_PIXELS:
             raise ImageError(f"image of {w}×{h} exceeds the codec's limit of {MAX_PIXELS} pixels")
         xp = pad_to_multiple(x, self.model.stride)
-        header = container.Header(self.model_name, self.hash, h, w, channels)
+        if "roi" in options and options["roi"] is None:
+            del options["roi"]  # no region: the plain file, for every model
+        if "roi" in options:
+            if "roi" not in inspect.signature(self.module.compress).parameters:
+                raise ValueError(f"model {self.model_name!r} has no region-of-interest coding")
+            options["roi"] = _padded_mask(options["roi"], b, h, w, self.model.stride)
+        header = container.Header(self.model_name, self.hash, h, w, channels, self.progressive)
         return [
             container.pack(header, streams)
             for streams in self.module.compress(self.runner, xp, **options)
@@ -191,23 +236,33 @@ class Codec:
     ) -> tuple[container.Header, list[bytes]]:
         """Parses and checks a file against this model, before anything is allocated for it.
 
-        Checks the container (`container.unpack`), the model's name and hash, the number of
-        streams and each one's length against what this model writes for the declared size
-        (`stream_specs`), and the estimated peak memory of decoding it against the budget.
+        Checks the container (`container.unpack_partial`: a progressive file may be cut short
+        after its first stream), the model's name and hash, the number of streams and each
+        one's length against what this model writes for the declared size (`stream_specs`),
+        and the estimated peak memory of decoding it against the budget.
 
         Args:
-          data: the whole .nlq file.
+          data: the whole .nlq file (of a progressive file, any start of it that holds its
+            first stream).
           max_memory: the budget in bytes (default `DEFAULT_MAX_MEMORY`).
 
         Returns:
-          `(header, streams)`.
+          `(header, streams)`: the complete streams.
 
         Raises:
-          FormatError: a malformed file, or streams this model cannot have written.
+          FormatError: a malformed or truncated file (a progressive one: cut before the streams
+            this model needs), or streams this model cannot have written.
           ModelMismatchError: the file was written by another model or other weights.
           MemoryBudgetError: decoding would need more than `max_memory` bytes.
         """
-        header, streams = container.unpack(data, max_pixels=MAX_PIXELS)
+        header, streams, _ = self._read(data, max_memory)
+        return header, streams
+
+    def _read(
+        self, data: bytes, max_memory: int | None
+    ) -> tuple[container.Header, list[bytes], int]:
+        """`decode_header`, and the number of streams the file declares."""
+        header, streams, declared = container.unpack_partial(data, max_pixels=MAX_PIXELS)
         if header.model_name != self.model_name or header.model_hash != self.hash:
             raise ModelMismatchError(
                 f"the file was made by model {header.model_name!r} with weights "
@@ -215,7 +270,22 @@ class Codec:
                 f"({self.hash.hex()})"
             )
         hp, wp = self._padded(header.height, header.width)
-        check_streams(self.module.stream_specs(self.model, hp, wp), streams)
+        if self.progressive and not header.progressive:  # written before version 2
+            specs = self.module.stream_specs(self.model, hp, wp, progressive=False)
+        else:
+            specs = self.module.stream_specs(self.model, hp, wp)
+        required = sum(1 for spec in specs if not spec.optional)
+        if len(streams) < min(declared, required):
+            raise FormatError(
+                f"truncated .nlq file: {len(streams)} of its {declared} streams complete, "
+                f"this model needs the first {required}"
+            )
+        check_streams(specs, streams)
+        if declared > len(specs):
+            raise FormatError(
+                f"corrupted file: {declared} stream(s) declared, this model writes at most "
+                f"{len(specs)}"
+            )
         budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
         need = self.decode_memory(header.height, header.width)
         if need > budget:
@@ -224,7 +294,23 @@ class Codec:
                 f"{_gib(need)} of memory, over the limit of {_gib(budget)} "
                 "(raise it with --max-memory, or max_memory= in Python)"
             )
-        return header, streams
+        return header, streams, declared
+
+    def progress(
+        self, data: bytes, *, num_stages: int | None = None, max_memory: int | None = None
+    ) -> Progress:
+        """How many stages the file declares, holds complete, and `decompress` decodes.
+
+        A progressive file (an RVQ model's) cut short decodes its complete stages: this is
+        how to tell (`Progress.truncated`). Raises as `decode_header`.
+        """
+        _, streams, declared = self._read(data, max_memory)
+        file_stages = getattr(self.module, "file_stages", None)
+        if file_stages is None:
+            return Progress(1, 1, 1)
+        total, complete = file_stages(self.model, streams, declared)
+        decoded = complete if num_stages is None else min(complete, int(num_stages))
+        return Progress(total, complete, decoded)
 
     def decode_memory(self, height: int, width: int) -> int:
         """The model's upper bound on the bytes decoding an image of this size allocates
@@ -237,18 +323,24 @@ class Codec:
         return height + (-height % s), width + (-width % s)
 
     def decompress_float(
-        self, data: bytes, *, max_memory: int | None = None
+        self, data: bytes, *, max_memory: int | None = None, num_stages: int | None = None
     ) -> tuple[container.Header, np.ndarray]:
         """The file's reconstruction as float [H, W, 3], unclipped (for exactness tests).
 
         Raises as `decode_header`, and MemoryBudgetError if the machine runs out of memory
-        while decoding (XLA's RESOURCE_EXHAUSTED, numpy's MemoryError).
+        while decoding (XLA's RESOURCE_EXHAUSTED, numpy's MemoryError); ValueError if
+        `num_stages` is out of the model's range or the model has no stages.
         """
         header, streams = self.decode_header(data, max_memory=max_memory)
         h, w = header.height, header.width
         hp, wp = self._padded(h, w)
+        options = {}
+        if num_stages is not None:
+            if "num_stages" not in inspect.signature(self.module.decompress).parameters:
+                raise ValueError(f"num_stages applies to an RVQ model, not {self.model_name!r}")
+            options["num_stages"] = num_stages
         try:
-            x_hat = self.module.decompress(self.runner, streams, hp, wp)
+            x_hat = self.module.decompress(self.runner, streams, hp, wp, **options)
         except (jax.errors.JaxRuntimeError, MemoryError) as e:
             if not isinstance(e, MemoryError) and "RESOURCE_EXHAUSTED" not in str(e):
                 raise
@@ -258,17 +350,22 @@ class Codec:
             ) from None
         return header, x_hat[0, :h, :w]
 
-    def decompress(self, data: bytes, *, max_memory: int | None = None) -> np.ndarray:
+    def decompress(
+        self, data: bytes, *, max_memory: int | None = None, num_stages: int | None = None
+    ) -> np.ndarray:
         """A .nlq file's bytes → uint8 [H, W, 3] (a greyscale file repeats its one channel).
 
         Args:
-          data: the whole .nlq file.
+          data: the whole .nlq file; of a progressive file (an RVQ model's), any start of it
+            that holds its first stage: it decodes the stages complete in it (`progress`).
           max_memory: refuse (MemoryBudgetError) a file whose decoding the model estimates to
             need more bytes than this (default `DEFAULT_MAX_MEMORY`, 4 GiB). The budget, not
             the file's size, bounds the work: a legitimately tiny file of a large flat image
             is valid and decodes if its size fits.
+          num_stages: an RVQ model decodes at most the first `num_stages` stages (1..S;
+            default: every stage in the file).
         """
-        header, x_hat = self.decompress_float(data, max_memory=max_memory)
+        header, x_hat = self.decompress_float(data, max_memory=max_memory, num_stages=num_stages)
         pixels = to_uint8(x_hat)
         if header.channels == 1:
             grey = np.round(pixels.astype(np.float32).mean(axis=-1)).astype(np.uint8)
@@ -292,6 +389,17 @@ class Codec:
         return {"x_hat": out["x_hat"][:, :h, :w], "bits": out["bits"], "aux": out.get("aux", {})}
 
 
+def _padded_mask(roi: np.ndarray, batch: int, height: int, width: int, multiple: int) -> np.ndarray:
+    """A region-of-interest mask [H, W] or [B, H, W] (nonzero: the region) → bool, edge-padded
+    like the images (`pad_to_multiple`)."""
+    mask = np.asarray(roi)
+    if mask.shape not in ((height, width), (batch, height, width)):
+        size = "×".join(str(n) for n in mask.shape[::-1])
+        raise ImageError(f"the region-of-interest mask is {size}, the image {width}×{height}")
+    padded = pad_to_multiple(mask.reshape(-1, height, width, 1) != 0, multiple)[..., 0]
+    return padded if mask.ndim == 3 else padded[0]
+
+
 def _gib(nbytes: int) -> str:
     return f"{nbytes / (1 << 30):.2f} GiB"
 
@@ -304,7 +412,7 @@ remember = model_index.remember
 
 def find_checkpoint(data: bytes) -> Path:
     """The export directory that wrote a .nlq file, from the local index."""
-    header, _ = container.unpack(data, max_pixels=MAX_PIXELS)
+    header, _, _ = container.unpack_partial(data, max_pixels=MAX_PIXELS)
     found = model_index.lookup(header.model_hash) or _shipped_with_hash(header.model_hash)
     if found is None:
         raise CheckpointError(
@@ -327,4 +435,11 @@ def _shipped_with_hash(model_hash: bytes) -> Path | None:
     return None
 
 
-__all__ = ["Codec", "FormatError", "MAX_PIXELS", "find_checkpoint", "pad_to_multiple"]
+__all__ = [
+    "Codec",
+    "FormatError",
+    "MAX_PIXELS",
+    "Progress",
+    "find_checkpoint",
+    "pad_to_multiple",
+]

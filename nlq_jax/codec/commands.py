@@ -6,12 +6,21 @@ nlq compress photo.png photo.nlq                             # the shipped model
 nlq compress photo.png photo.nlq --checkpoint models/hp3
 nlq decompress photo.nlq photo.png                           # finds the model by its hash
 nlq decompress huge.nlq huge.png --max-memory 8G             # files needing over 4 GiB
+nlq compress photo.png photo.nlq --checkpoint rvq --num-stages 2   # an RVQ model's stages
+nlq decompress photo.nlq coarse.png --stages 1               # only the first (RVQ files)
+nlq compress photo.png photo.nlq --checkpoint rvq --roi face.png   # bits in a region
 ```
+
+An RVQ model's files are progressive: cut short (a partial download, `head -c`), one decodes
+its complete stages, with a warning line (`warning: IN is truncated: decoded 2 of 3 stages`).
+`--roi MASK` takes an image of the input's size, the region where a pixel exceeds 127 (in any
+channel), for the models whose `compress` takes a region of interest.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
 
@@ -34,6 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
             help="code only the first stages of an RVQ model (a smaller, coarser file)",
         )
         parser.add_argument(
+            "--roi",
+            metavar="MASK",
+            help="a region of interest: an image (PNG, ...) of the input's size, the region "
+            "where a pixel exceeds 127; its bits are spent there (RVQ: every stage inside, "
+            "the first outside; the scalar hyperprior models: a finer step inside)",
+        )
+        parser.add_argument(
             "--force",
             action="store_true",
             help="overwrite OUTPUT even if it is not a .nlq file (without it, an existing OUTPUT "
@@ -54,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
             "--checkpoint", help="export directory of the model (default: the one that wrote it)"
         )
         parser.add_argument(
+            "--stages",
+            type=int,
+            metavar="N",
+            help="decode only the first N stages of an RVQ model's (progressive) file",
+        )
+        parser.add_argument(
             "--max-memory",
             type=memory_size,
             metavar="SIZE",
@@ -65,7 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("--quality", type=int, default=3, help="CompressAI quality 1..8")
         parser.add_argument("--seed", type=int, default=0, help="initialization seed")
         parser.add_argument("--out", required=True, help="export directory to write")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    quiet = "print nothing on success"
+    if command == "decompress":
+        quiet += " (a truncated file's warning still prints)"
+    parser.add_argument("-q", "--quiet", action="store_true", help=quiet)
 
 
 def memory_size(text: str) -> int:
@@ -134,8 +159,16 @@ def _compress(args) -> int:
         if not 1 <= args.num_stages <= stages:
             raise NLQError(f"--num-stages must be in 1..{stages} for this model")
         options["num_stages"] = args.num_stages
+    if args.roi is not None:
+        options["roi"] = _roi_mask(args, codec, image.pixels.shape[:2])
     start = time.perf_counter()
-    data = codec.compress(image.pixels, channels=image.channels, **options)
+    try:
+        data = codec.compress(image.pixels, channels=image.channels, **options)
+    except ValueError as e:
+        if "roi" not in options:
+            raise
+        models = _roi_models()
+        raise NLQError(f"--roi: {e} (models with region-of-interest coding: {models})") from None
     seconds = time.perf_counter() - start
     files.write_atomic(args.output, data)
     h, w = image.pixels.shape[:2]
@@ -156,14 +189,27 @@ def _decompress(args) -> int:
         kind="an image nlq decompress wrote",
     )  # fmt: skip
     data = container.read_file(args.input)
-    container.unpack(data, max_pixels=MAX_PIXELS)  # a bad file fails before a model loads
+    container.unpack_partial(data, max_pixels=MAX_PIXELS)  # a bad file fails before a model loads
     checkpoint = args.checkpoint or find_checkpoint(data)
     codec = Codec.load(checkpoint)
+    if args.stages is not None:
+        stages = getattr(codec.model, "num_stages", 0) if codec.progressive else 0
+        if not stages:
+            raise NLQError("--stages applies to an RVQ model's file (nlq with quantizer=rvq)")
+        if not 1 <= args.stages <= stages:
+            raise NLQError(f"--stages must be in 1..{stages} for this model")
     start = time.perf_counter()
     header, _ = codec.decode_header(data, max_memory=args.max_memory)
-    pixels = codec.decompress(data, max_memory=args.max_memory)
+    progress = codec.progress(data, num_stages=args.stages, max_memory=args.max_memory)
+    pixels = codec.decompress(data, max_memory=args.max_memory, num_stages=args.stages)
     seconds = time.perf_counter() - start
     save_image(args.output, pixels, channels=header.channels)
+    if progress.truncated:
+        print(
+            f"warning: {args.input} is truncated: decoded {progress.decoded} of "
+            f"{progress.declared} stages",
+            file=sys.stderr,
+        )
     _say(args, f"{args.output}: {header.width}×{header.height}, {seconds:.2f} s")
     return 0
 
@@ -196,6 +242,41 @@ def _init(args) -> int:
     path = Codec(args.model, kwargs, params, label=label, model_state=variables).save(args.out)
     _say(args, f"{path}: untrained {args.model} (quality {args.quality}, {kwargs})")
     return 0
+
+
+def _roi_mask(args, codec, shape: tuple[int, int]):
+    """`--roi`'s image → a bool mask of the input's size, or one NLQError line."""
+    from nlq_jax.codec.api import MAX_PIXELS
+    from nlq_jax.codec.image_io import load_image
+    from nlq_jax.errors import ImageError
+
+    if "roi" not in inspect.signature(codec.module.compress).parameters:
+        raise NLQError(
+            f"--roi: model {codec.model_name!r} has no region-of-interest coding (models that "
+            f"have: {_roi_models()})"
+        )
+    try:
+        pixels = load_image(args.roi, max_pixels=MAX_PIXELS).pixels
+    except ImageError as e:
+        raise NLQError(f"--roi: {e}") from None
+    if pixels.shape[:2] != shape:
+        h, w = pixels.shape[:2]
+        raise NLQError(
+            f"--roi: {args.roi} is {w}×{h}, the image {args.input} is {shape[1]}×{shape[0]}"
+        )
+    return pixels.max(axis=-1) > 127
+
+
+def _roi_models() -> str:
+    """The models whose `compress` takes a region of interest (`roi=`)."""
+    from nlq_jax import models
+
+    names = [
+        name
+        for name in models.MODELS
+        if "roi" in inspect.signature(models.get_module(name).compress).parameters
+    ]
+    return ", ".join(names)
 
 
 def _is_nlq_file(path: str) -> bool:

@@ -34,9 +34,24 @@ cross-entropy; the indices themselves carry no gradient, so the rate is fixed by
 sizes and only the prior's fit lowers it); `aux["fixed_bits"]` is the fixed-length cost
 S·log2 K per position, which the range-coded stream must not exceed by more than its overhead.
 
-Stream: [indices], one range-coded queue stream, one chunk per index group (group g's tables
-may depend on the decoded group g − 1 when the prior is conditional). An RVQ stream starts with
-one byte, the number of stages coded, so any prefix of the stages is a valid (coarser) file.
+Streams: [indices], one range-coded queue stream, one chunk per index group (group g's tables
+may depend on the decoded group g − 1 when the prior is conditional), except for RVQ.
+
+An RVQ model writes progressive files (`progressive`; container version 2, a CRC per stream):
+[map, stage 1, ..., stage n], n ≤ S the stages coded (`compress(num_stages=n)`), each stage its
+own range coder, so the container's stream lengths are the stage boundaries. Any prefix of the
+stages is a valid coarser file: a file cut short decodes its complete stages, and one cut
+inside a stage decodes exactly as if cut at the end of the last complete one (inside the
+header, the map or the first stage it is an error; `nlq_jax.codec.container.unpack_partial`);
+`decompress(num_stages=m)` decodes only the first m. The map, raw and first so that no
+truncation loses it, says which stages each latent position has: b"\\x00", all the file's; or
+the stages outside a region of interest, one byte o in 1..S − 1, then the region's mask at the
+latent's resolution (`nlq_jax.models.roi.pack_mask`): the positions the region touches have all
+the file's stages, the others its first o (`compress(roi=MASK)`: the bits go where the region
+is). Stage s's stream codes stage s's indices of the positions that have it, in raster order
+(group s − 1, already decoded, conditions them as before); a position decodes to the sum of
+the codes of its stages. A version-1 RVQ file (written before progressive files) is one stream,
+a stage-count byte then all the stages in one coder; it still decodes.
 """
 
 from __future__ import annotations
@@ -53,6 +68,7 @@ from nlq_jax.errors import FormatError
 from nlq_jax.layers.blocks import AttentionBlock, ResidualBlock, SelfAttention
 from nlq_jax.layers.conv import DownConv, UpConv
 from nlq_jax.models import base
+from nlq_jax.models import roi as roi_lib
 
 
 def get_default_sizes(quality: int) -> dict:
@@ -218,6 +234,16 @@ class Model(nn.Module):
             z_q = self.latent_quantizer.decode(indices)
         return self.g_s(z_q)
 
+    def synthesis_stages(self, indices: jax.Array, stages: jax.Array) -> jax.Array:
+        """RVQ indices [B, h, w, n] and int32 stages [B, h, w] in 1..n → x̂, each position
+        decoded from the sum of its first `stages` codes (a region-of-interest file)."""
+        n = indices.shape[-1]
+        z_q = self.latent_quantizer.decode(indices, num_stages=n)
+        for s in range(1, n):
+            prefix = self.latent_quantizer.decode(indices, num_stages=s)
+            z_q = jnp.where((stages == s)[..., None], prefix, z_q)
+        return self.g_s(z_q)
+
     def index_counts(self, x: jax.Array) -> dict[str, list[jax.Array]]:
         """How often each code occurs in the eval-mode indices of x, per prior (see
         `fit_priors`)."""
@@ -295,12 +321,44 @@ def latent_shapes(model: Model, height: int, width: int) -> dict[str, tuple[int,
     return {"indices": (1, height // 16, width // 16, groups)}
 
 
-def stream_specs(model: Model, height: int, width: int) -> list[base.StreamSpec]:
-    """What the stream of a (padded) image size must be (see `base.check_streams`): [indices],
-    all groups at most (an RVQ file may code fewer stages), after the RVQ's stage-count byte."""
+def progressive(model: Model) -> bool:
+    """Whether the model writes progressive files (an RVQ model: a stream per stage)."""
+    return model.quantizer == "rvq"
+
+
+def stream_specs(
+    model: Model, height: int, width: int, progressive: bool = True
+) -> list[base.StreamSpec]:
+    """What the streams of a (padded) image size must be (see `base.check_streams`).
+
+    [indices], all groups; an RVQ model's: [map, stage 1, stage 2 ... stage S], the stages
+    after the first optional (see the module docstring), or with `progressive=False` the
+    single stream of its version-1 files, a stage-count byte and at most S stages.
+    """
     shape = latent_shapes(model, height, width)["indices"]
-    prefix = 1 if model.quantizer == "rvq" else 0
-    return [base.StreamSpec("indices", int(np.prod(shape)), prefix)]
+    if model.quantizer != "rvq":
+        return [base.StreamSpec("indices", int(np.prod(shape)))]
+    positions = int(np.prod(shape[:-1]))
+    if not progressive:
+        return [base.StreamSpec("indices", positions * model.num_stages, prefix=1)]
+    stage_map = base.StreamSpec("stage map", 1 + roi_lib.packed_bytes_bound(positions), raw=True)
+    stages = [
+        base.StreamSpec(f"stage {s}", positions, optional=s > 1)
+        for s in range(1, model.num_stages + 1)
+    ]
+    return [stage_map, *stages]
+
+
+def file_stages(model: Model, streams: list[bytes], declared: int) -> tuple[int, int]:
+    """(stages the file was written with, stages complete in it) of streams that passed
+    `stream_specs`, of which `declared` the file declares (more when it was cut short); (1, 1)
+    for a quantizer other than RVQ."""
+    if model.quantizer != "rvq":
+        return 1, 1
+    if len(streams) == 1 and declared == 1:  # version 1: one stream, its stage count
+        stages = _legacy_stage_count(model, streams[0])
+        return stages, stages
+    return declared - 1, len(streams) - 1
 
 
 def synthesis_bytes_per_pixel(N: int) -> float:
@@ -365,36 +423,144 @@ def decode_indices(
     return indices
 
 
-def compress(runner: base.Runner, x: np.ndarray, num_stages: int | None = None) -> list[list]:
-    """Padded images [B, H, W, 3] → each image's streams [indices].
+def encode_stages(
+    coder: coder_lib.TableCoder, prior: nn.Module, indices: np.ndarray, stages: np.ndarray
+) -> list[bytes]:
+    """Range codes RVQ indices [1, h, w, G] one stream per stage s = 1 ... max(stages): group
+    s − 1 at the positions whose `stages` [h, w] is at least s, in raster order."""
+    indices = np.asarray(indices, np.int32)
+    table_indexes = categorical.table_indexes(prior, indices)
+    out = []
+    for g in range(int(np.max(stages))):
+        coded = stages >= g + 1
+        encoder = coder_lib.new_encoder()
+        coder.encode_chunk(encoder, indices[0, ..., g][coded], table_indexes[0, ..., g][coded])
+        out.append(coder_lib.finish(encoder))
+    return out
+
+
+def decode_stages(
+    coder: coder_lib.TableCoder,
+    prior: nn.Module,
+    streams: list[bytes],
+    shape: tuple[int, ...],
+    stages: np.ndarray,
+) -> np.ndarray:
+    """Inverse of `encode_stages` for its first len(streams) streams: int32 indices of `shape`
+    [1, h, w, G], 0 where a position does not have the stage (or it is not decoded)."""
+    indices = np.zeros(shape, np.int32)
+    for g, data in enumerate(streams):
+        coded = stages >= g + 1
+        decoder = coder_lib.new_decoder(data)
+        table_indexes = categorical.table_indexes(prior, indices)[0, ..., g][coded]
+        indices[0, ..., g][coded] = coder.decode_chunk(decoder, table_indexes)
+    return indices
+
+
+def compress(
+    runner: base.Runner,
+    x: np.ndarray,
+    num_stages: int | None = None,
+    roi: np.ndarray | None = None,
+    roi_stages_outside: int = 1,
+) -> list[list[bytes]]:
+    """Padded images [B, H, W, 3] → each image's streams: [indices], or an RVQ model's
+    [map, stage 1, ..., stage n] (see the module docstring).
 
     Args:
       runner: the model bound to its variables and tables.
       x: the padded images.
-      num_stages: an RVQ model codes only its first `num_stages` stages (default: all); the
-        stream's first byte says how many.
+      num_stages: an RVQ model codes only its first `num_stages` stages (default: all).
+      roi: a region of interest (RVQ), a mask [H, W] or one per image [B, H, W], padded like
+        the images, nonzero in the region: the latent positions it touches get every coded
+        stage, the others only the first `roi_stages_outside`.
+      roi_stages_outside: the stages outside the region, 1..num_stages.
     """
     model = runner.model
-    prior = index_prior(model)
     stages = _coded_stages(model, num_stages)
+    if stages is None:
+        if roi is not None:
+            raise ValueError(f"roi applies to an 'rvq' model, not {model.quantizer!r}")
+        prior = index_prior(model)
+        return [
+            [encode_indices(runner.coder("indices"), prior, i[None])]
+            for i in runner.call("analysis", x)
+        ]
+    if roi is not None:
+        roi = np.broadcast_to(np.asarray(roi), (len(x), *x.shape[1:3]))
+        outside = int(roi_stages_outside)
+        if not 1 <= outside <= stages:
+            raise ValueError(f"roi_stages_outside must be in 1..{stages}, got {roi_stages_outside}")
+    prior = index_prior(model)
     out = []
-    for idx in runner.call("analysis", x):
-        data = encode_indices(runner.coder("indices"), prior, idx[None], stages)
-        out.append([data if stages is None else bytes([stages]) + data])
+    for i, idx in enumerate(runner.call("analysis", x)):
+        per_position = np.full(idx.shape[:2], stages)
+        stage_map = b"\x00"
+        if roi is not None:
+            mask = roi_lib.latent_mask(roi[i], model.stride)
+            per_position = np.where(mask, stages, outside)
+            if per_position.min() < per_position.max():
+                stage_map = bytes([outside]) + roi_lib.pack_mask(mask)
+        streams = encode_stages(runner.coder("indices"), prior, idx[None], per_position)
+        out.append([stage_map, *streams])
     return out
 
 
-def decompress(runner: base.Runner, streams: list[bytes], height: int, width: int) -> np.ndarray:
-    """Inverse of `compress`: the reconstruction [1, H, W, 3] (float, unclipped)."""
+def decompress(
+    runner: base.Runner,
+    streams: list[bytes],
+    height: int,
+    width: int,
+    num_stages: int | None = None,
+) -> np.ndarray:
+    """Inverse of `compress`: the reconstruction [1, H, W, 3] (float, unclipped).
+
+    Args:
+      runner: the model bound to its variables and tables.
+      streams: the file's streams (of a progressive file, the complete ones).
+      height, width: the padded image size.
+      num_stages: an RVQ model decodes at most the first `num_stages` stages (default: all
+        those present).
+    """
     model = runner.model
     shape = latent_shapes(model, height, width)["indices"]
-    data, groups = streams[0], None
-    if model.quantizer == "rvq":
-        if not data or not 1 <= data[0] <= model.num_stages:
-            raise FormatError(f"corrupted stream (stage count not in 1..{model.num_stages})")
-        groups, data = data[0], data[1:]
-    indices = decode_indices(runner.coder("indices"), index_prior(model), data, shape, groups)
-    return runner.call("synthesis", indices[..., :groups])
+    limit = _coded_stages(model, num_stages)
+    coder, prior = runner.coder("indices"), index_prior(model)
+    if model.quantizer != "rvq":
+        return runner.call("synthesis", decode_indices(coder, prior, streams[0], shape))
+    if len(streams) == 1:  # version 1: a stage-count byte, then every stage in one coder
+        groups = min(_legacy_stage_count(model, streams[0]), limit)
+        indices = decode_indices(coder, prior, streams[0][1:], shape, groups)
+        return runner.call("synthesis", indices[..., :groups])
+    present = min(len(streams) - 1, limit)
+    per_position = _stage_map(model, streams[0], shape[1:3], present)
+    indices = decode_stages(coder, prior, streams[1 : present + 1], shape, per_position)
+    if per_position.min() == present:
+        return runner.call("synthesis", indices[..., :present])
+    return runner.call("synthesis_stages", indices[..., :present], per_position[None])
+
+
+def _stage_map(model: Model, data: bytes, shape: tuple[int, int], present: int) -> np.ndarray:
+    """The map stream → int32 stages [h, w] of each position, at most `present`."""
+    if data == b"\x00":
+        return np.full(shape, present, np.int32)
+    outside = data[0]
+    if not 1 <= outside < model.num_stages:
+        raise FormatError(
+            f"corrupted stage map (stages outside the region {outside}, not in "
+            f"1..{model.num_stages - 1})"
+        )
+    mask = roi_lib.unpack_mask(data[1:], shape)
+    if mask.all() or not mask.any():
+        raise FormatError("corrupted stage map (a region of interest that is all or nothing)")
+    return np.where(mask, present, min(outside, present)).astype(np.int32)
+
+
+def _legacy_stage_count(model: Model, data: bytes) -> int:
+    """The stage count that starts a version-1 RVQ stream."""
+    if not data or not 1 <= data[0] <= model.num_stages:
+        raise FormatError(f"corrupted stream (stage count not in 1..{model.num_stages})")
+    return data[0]
 
 
 def _coded_stages(model: Model, num_stages: int | None) -> int | None:

@@ -129,20 +129,24 @@ def test_decompress_equals_eval_forward_exactly(variant):
     assert x_hat.shape == (37, 51, 3)
     np.testing.assert_array_equal(x_hat, forward["x_hat"][0])
     # The decoded indices are the eval-mode encoder's, and the coder spends about the prior's
-    # information (its overhead: a 32-bit flush per stream, an RVQ's stage byte).
+    # information (its overhead: a 32-bit flush per stream, an RVQ's one-byte stage map).
     x = pad_to_multiple(to_model_input(pixels), codec.model.stride)
     expected = codec.runner.call("analysis", x)
     expected = expected if isinstance(expected, tuple) else (expected,)
     shapes = codec.module.latent_shapes(codec.model, 48, 64)
     _, streams = container.unpack(data)
     prior = nlq.index_prior(codec.model)
-    for (key, shape), stream, indices in zip(shapes.items(), streams, expected):
-        coder = codec.runner.coder(key)
-        if codec.model_name == "nlq" and codec.model.quantizer == "rvq":  # the stage count
-            assert stream[0] == codec.model.num_stages
-            stream = stream[1:]
-        decoded = nlq.decode_indices(coder, prior, stream, shape)
-        np.testing.assert_array_equal(decoded, indices, err_msg=key)
+    if codec.model_name == "nlq" and codec.model.quantizer == "rvq":  # a stream per stage
+        assert streams[0] == b"\x00" and len(streams) == 1 + codec.model.num_stages
+        every = np.full(shapes["indices"][1:3], codec.model.num_stages)
+        decoded = nlq.decode_stages(
+            codec.runner.coder("indices"), prior, streams[1:], shapes["indices"], every
+        )
+        np.testing.assert_array_equal(decoded, expected[0])
+    else:
+        for (key, shape), stream, indices in zip(shapes.items(), streams, expected):
+            decoded = nlq.decode_indices(codec.runner.coder(key), prior, stream, shape)
+            np.testing.assert_array_equal(decoded, indices, err_msg=key)
     information = sum(float(b[0]) for b in forward["bits"].values())
     payload = 8 * sum(len(s) for s in streams)
     assert information - 1 <= payload <= information + len(streams) * (32 + 8) + 8
@@ -150,7 +154,7 @@ def test_decompress_equals_eval_forward_exactly(variant):
 
 
 @pytest.mark.slow
-def test_rvq_prefix_files_and_bad_stage_counts():
+def test_rvq_prefix_files_and_bad_stage_maps():
     codec = random_codec("rvq-conditional")
     pixels = (_images((40, 40, 3), seed=4) * 255).astype(np.uint8)
     full, prefix = codec.compress(pixels), codec.compress(pixels, num_stages=1)
@@ -160,15 +164,46 @@ def test_rvq_prefix_files_and_bad_stage_counts():
     x = pad_to_multiple(to_model_input(pixels), 16)
     indices = codec.runner.call("analysis", x)
     np.testing.assert_array_equal(x1, codec.runner.call("synthesis", indices[..., :1])[0, :40, :40])
+    np.testing.assert_array_equal(codec.decompress_float(full, num_stages=1)[1], x1)
     with pytest.raises(ValueError, match="num_stages"):
         codec.compress(pixels, num_stages=3)
+    with pytest.raises(ValueError, match="num_stages"):
+        codec.decompress(full, num_stages=3)
     header, streams = container.unpack(full)
-    for count in (0, 3):
-        bad = container.pack(header, [bytes([count]) + streams[0][1:]])
-        with pytest.raises(FormatError, match="stage count"):
-            codec.decompress(bad)
+    for bad in (b"\x00\x00", b"\x02", b"\x01", b"\x01" + bytes(8)):
+        with pytest.raises(FormatError, match="stage map|region-of-interest map"):
+            codec.decompress(container.pack(header, [bad, *streams[1:]]))
     with pytest.raises(ValueError, match="num_stages"):
         random_codec("fsq").compress(pixels, num_stages=1)
+
+
+@pytest.mark.slow
+def test_rvq_files_of_version_1_still_decode():
+    """Before progressive files, an RVQ file was version 1 with one stream: a stage-count byte,
+    then every stage in one range coder (`encode_indices`). It decodes as before: to the
+    stages it holds, or fewer (`num_stages`); a bad stage count is one FormatError."""
+    codec = random_codec("rvq-conditional")
+    pixels = (_images((40, 40, 3), seed=6) * 255).astype(np.uint8)
+    x = pad_to_multiple(to_model_input(pixels), 16)
+    indices = codec.runner.call("analysis", x)
+    header = container.Header("nlq", codec.hash, 40, 40, 3)
+    coder, prior = codec.runner.coder("indices"), nlq.index_prior(codec.model)
+    for stages in (1, 2):
+        stream = bytes([stages]) + nlq.encode_indices(coder, prior, indices, stages)
+        old = container.pack(header, [stream])
+        assert old[4] == 1
+        new = codec.compress(pixels, num_stages=stages)
+        np.testing.assert_array_equal(
+            codec.decompress_float(old)[1], codec.decompress_float(new)[1]
+        )
+        assert codec.progress(old) == codec.progress(new)
+    np.testing.assert_array_equal(
+        codec.decompress(old, num_stages=1), codec.decompress(codec.compress(pixels, num_stages=1))
+    )
+    for count in (0, 3):
+        bad = container.pack(header, [bytes([count]) + stream[1:]])
+        with pytest.raises(FormatError, match="stage count"):
+            codec.decompress(bad)
 
 
 @pytest.mark.slow
