@@ -9,9 +9,10 @@ at equal file size, over a folder of images.
 The mask is the centred rectangle of half the width and half the height (a quarter of the
 pixels). For each image: the plain file, and the file with the mask (`Codec.compress(pixels,
 roi=mask, ...)`). A scalar hyperprior model sets its steps so the two files are the same size
-(`--gains`: the ratios of the quantization steps outside/inside); an RVQ model codes all its
-stages inside and fewer outside, so its file is compared with the plain files of every stage
-count, interpolated (linearly in log-bytes) at the region file's size. Reported per setting:
+(`--gains`: the ratios of the quantization steps outside/inside); an RVQ model codes n + 1 stages
+inside and n outside (and all of them inside, one outside), so its file is compared with the
+plain files of every stage count, interpolated (linearly in log-bytes) at the region file's
+size. Reported per setting:
 the mean over images of the file sizes and of PSNR inside and outside the mask (dB over the
 mask's pixels of the 8-bit decoded image), and the mean differences (region file − plain).
 """
@@ -68,9 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     codec = Codec.load(args.checkpoint)
     images = [(q.stem, results_lib.read_image(q)) for q in results_lib.list_images(args.images)]
     rvq = getattr(codec.model, "quantizer", None) == "rvq"
-    if rvq:
-        settings = {f"outside={n}": {"roi_stages_outside": n}
-                    for n in range(1, codec.model.num_stages)}  # fmt: skip
+    if rvq:  # (stages inside, stages outside): one more inside, and all against one
+        s = codec.model.num_stages
+        pairs = sorted({(n + 1, n) for n in range(1, s)} | {(s, 1)})
+        settings = {f"inside={i},outside={o}": {"num_stages": i, "roi_stages_outside": o}
+                    for i, o in pairs}  # fmt: skip
     else:
         settings = {f"gain={g}": {"roi_gain": float(g)} for g in args.gains.split(",")}
     start = time.time()
