@@ -9,8 +9,8 @@ at equal file size, over a folder of images.
 The mask is the centred rectangle of half the width and half the height (a quarter of the
 pixels). For each image: the plain file, and the file with the mask (`Codec.compress(pixels,
 roi=mask, ...)`). A scalar hyperprior model sets its steps so the two files are the same size
-(`--gains`: the ratios of the quantization steps outside/inside); an RVQ model codes n + 1 stages
-inside and n outside (and all of them inside, one outside), so its file is compared with the
+(`--gains`: the ratios of the quantization steps outside/inside); an RVQ model of S stages codes 2
+inside and 1 outside, S and S − 1, S and 1, so its file is compared with the
 plain files of every stage count, interpolated (linearly in log-bytes) at the region file's
 size. Reported per setting:
 the mean over images of the file sizes and of PSNR inside and outside the mask (dB over the
@@ -63,15 +63,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", required=True, help="folder of images")
     p.add_argument("--checkpoint", default="default", help="export directory (or 'default')")
     p.add_argument("--gains", default="2,4,8", help="scalar models: step ratios outside/inside")
+    p.add_argument("--max-images", type=int, default=0, help="the first N images (0: all)")
     p.add_argument("--out", required=True, help="the JSON to write")
     args = p.parse_args(argv)
 
     codec = Codec.load(args.checkpoint)
-    images = [(q.stem, results_lib.read_image(q)) for q in results_lib.list_images(args.images)]
+    paths = results_lib.list_images(args.images)
+    paths = paths[: args.max_images] if args.max_images else paths
+    images = [(q.stem, results_lib.read_image(q)) for q in paths]
     rvq = getattr(codec.model, "quantizer", None) == "rvq"
     if rvq:  # (stages inside, stages outside): one more inside, and all against one
         s = codec.model.num_stages
-        pairs = sorted({(n + 1, n) for n in range(1, s)} | {(s, 1)})
+        pairs = sorted({(2, 1), (s, s - 1), (s, 1)})
         settings = {f"inside={i},outside={o}": {"num_stages": i, "roi_stages_outside": o}
                     for i, o in pairs}  # fmt: skip
     else:

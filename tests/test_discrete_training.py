@@ -8,6 +8,7 @@ inequalities, fractions counted with numpy), never numbers produced by the code 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -164,10 +165,17 @@ def train_rvq(seed: int = 0, steps: int = 300, on_step=None, **model) -> tuple[C
     return codec, held
 
 
+@functools.cache
+def trained_rvq(seed: int = 0) -> tuple[Codec, np.ndarray]:
+    """`train_rvq(seed)` once per test session: the codec and the held-out crops (also used by
+    tests/codec/test_progressive.py and test_roi_rvq.py, which import it from here)."""
+    return train_rvq(seed)
+
+
 @pytest.fixture(scope="module")
 def rvq_codec() -> tuple[Codec, np.ndarray]:
-    """`train_rvq()`: the codec and the held-out crops."""
-    return train_rvq()
+    """`trained_rvq()`: the codec and the held-out crops."""
+    return trained_rvq()
 
 
 def _payload_bits(data: bytes) -> int:

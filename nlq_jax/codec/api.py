@@ -204,9 +204,12 @@ class Codec:
     def compress_batch(self, pixels: np.ndarray, channels: int = 3, **options) -> list[bytes]:
         """A batch of same-sized uint8 images [B, H, W, 3] → one .nlq file each.
 
-        The analysis transforms run on the whole batch; the result is the same bytes as
-        compressing each image on its own (tested). `options` as in `compress` (`roi`: one
-        mask [H, W] for every image, or one each [B, H, W]).
+        The analysis transforms run on the whole batch; for the scalar models the result is the
+        same bytes as compressing each image on its own (tested). A discrete model's
+        nearest-code search is not batch-invariant: XLA's float sums differ with the batch
+        size, so a near tie between two codes can fall the other way (seen with random RVQ
+        weights); every file still decodes exactly to its own codes. `options` as in
+        `compress` (`roi`: one mask [H, W] for every image, or one each [B, H, W]).
 
         Raises:
           ImageError: the images or the region-of-interest mask are not of a size it takes.

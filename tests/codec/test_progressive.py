@@ -9,12 +9,12 @@ the documented byte layout here, not from `nlq_jax.codec.container`, and PSNR is
 
 from __future__ import annotations
 
-import functools
 import struct
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_discrete_training import trained_rvq
 
 from nlq_jax import cli
 from nlq_jax.codec import container
@@ -22,15 +22,6 @@ from nlq_jax.codec.api import Codec, Progress
 from nlq_jax.errors import FormatError
 
 HASH = bytes(range(16))
-
-
-@functools.cache
-def trained_rvq(seed: int = 0) -> tuple[Codec, np.ndarray]:
-    """`train_rvq(seed)` once per session: the codec and the held-out 224² crops (shared with
-    tests/codec/test_roi_rvq.py, which imports it from here)."""
-    from test_discrete_training import train_rvq
-
-    return train_rvq(seed)
 
 
 def stream_ends(data: bytes) -> list[int]:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import small_codec
 from PIL import Image
-from test_progressive import trained_rvq
+from test_discrete_training import trained_rvq
 
 from nlq_jax import cli, models
 from nlq_jax.codec import container
