@@ -70,11 +70,22 @@ def evaluated_on(workdir: Path, folder: str) -> bool:
 def run_record(
     out: Path, name: str, config: str, overrides: dict, images, folder: str, prefixes: bool
 ):
-    """One finished run's figures, measured now on `images`; None if it has not finished."""
+    """One finished run's figures, measured on `images` (kept in the run's publish.json, so a
+    second publish measures only what changed); None if it has not finished."""
     workdir = out / name
     metrics = workdir / "metrics.json"
     if not metrics.exists():
         return None
+    cache = workdir / "publish.json"
+    key = {
+        "images": [n for n, _ in images],
+        "folder": str(Path(folder).resolve()),
+        "prefixes": prefixes,
+        "export": (workdir / "export" / "model.json").stat().st_mtime,
+    }
+    if cache.exists() and json.loads(cache.read_text()).get("key") == key:
+        print(f"publish: {name}: measured before, not again", flush=True)
+        return json.loads(cache.read_text())["record"]
     start = time.time()
     codec = Codec.load(workdir / "export")
     result = json.loads(metrics.read_text())
@@ -99,6 +110,7 @@ def run_record(
             for n in range(1, codec.model.num_stages + 1)
         ]
     record["measure_seconds"] = time.time() - start
+    cache.write_text(json.dumps({"key": key, "record": record}) + "\n")
     print(f"publish: {name}: {record['bpp']:.4f} bpp, {record['psnr-rgb']:.2f} dB", flush=True)
     return record
 
@@ -196,8 +208,11 @@ def rd_plot(records: dict, baselines: Path | None, reference: Path | None, path:
         for r in rows:
             ax.plot(r["bpp"], r["psnr-rgb"], marker, markersize=6,
                     label=f"{study}={r['value']}" if study != "vqvae2" else "VQ-VAE-2")  # fmt: skip
-            for p in r.get("prefixes") or []:
-                ax.plot(p["bpp"], p["psnr-rgb"], marker, markersize=4, alpha=0.5)
+            ps = r.get("prefixes") or []
+            if ps:
+                ax.plot([p["bpp"] for p in ps], [p["psnr-rgb"] for p in ps], ":" + marker,
+                        markersize=4, alpha=0.6,
+                        label=f"{study}={r['value']}: its first 1..{len(ps)} stages")  # fmt: skip
     points = [r for rows in records.values() for r in rows]
     xs = [r["bpp"] for r in points] + ([ref["bpp"][0]] if reference is not None else [])
     ax.set_xlim(0, max(0.35, 1.3 * max(xs)))
