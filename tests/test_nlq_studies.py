@@ -41,8 +41,9 @@ def run(*args: str) -> str:
 @pytest.mark.slow
 def test_studies_train_resume_and_publish(photos, tmp_path):
     runs, results = tmp_path / "runs", tmp_path / "results"
-    train = ["experiments/nlq_studies.py", "train", f"--train=folder:{photos}",
-             f"--eval=folder:{photos}", f"--out={runs}", "--studies=num_stages",
+    # The documented form (experiments/README.md), with --studies and toy overrides.
+    train = ["experiments/nlq_studies.py", "train", "--train", f"folder:{photos}",
+             "--eval", f"folder:{photos}", "--out", str(runs), "--studies", "num_stages",
              "--", *TOY]  # fmt: skip
     out = run(*train)
     assert (runs / "num_stages=4" / "metrics.json").exists()
@@ -50,9 +51,10 @@ def test_studies_train_resume_and_publish(photos, tmp_path):
     assert out.count("finished, not trained again") == 0
     again = run(*train)
     assert again.count("finished, not trained again") == 1
-    run("experiments/nlq_studies.py", "publish", f"--out={runs}", f"--images={photos}",
-        f"--results={results}", "--baselines=docs/results/kodak",
-        "--reference=docs/results/default_model/results.json")  # fmt: skip
+    run("experiments/nlq_studies.py", "publish", "--out", str(runs), "--images", str(photos),
+        "--baselines", "docs/results/kodak",
+        "--reference", "docs/results/default_model/results.json",
+        "--results", str(results))  # fmt: skip
     summary = json.loads((results / "studies.json").read_text())
     assert set(summary["studies"]) == {"num_stages"}
     assert "base" in summary["missing"]  # the studies not trained are listed, not invented
@@ -80,8 +82,8 @@ def test_unknown_study_is_a_one_line_error(tmp_path):
 
 
 def test_roi_kodak_measures_a_scalar_model(photos, tmp_path):
-    out = run("experiments/roi_kodak.py", f"--images={photos}", "--checkpoint=default",
-              "--gains=4", f"--out={tmp_path / 'roi.json'}")  # fmt: skip
+    out = run("experiments/roi_kodak.py", "--images", str(photos), "--checkpoint", "default",
+              "--gains", "4", "--out", str(tmp_path / "roi.json"))  # fmt: skip
     result = json.loads((tmp_path / "roi.json").read_text())
     m = result["summary"]["gain=4"]
     assert result["images"] == 2 and "| gain=4 |" in out

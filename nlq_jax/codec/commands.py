@@ -189,7 +189,8 @@ def _decompress(args) -> int:
         kind="an image nlq decompress wrote",
     )  # fmt: skip
     data = container.read_file(args.input)
-    container.unpack_partial(data, max_pixels=MAX_PIXELS)  # a bad file fails before a model loads
+    # A bad file fails before a model loads.
+    header, _, _ = container.unpack_partial(data, max_pixels=MAX_PIXELS)
     checkpoint = args.checkpoint or find_checkpoint(data)
     codec = Codec.load(checkpoint)
     if args.stages is not None:
@@ -199,7 +200,6 @@ def _decompress(args) -> int:
         if not 1 <= args.stages <= stages:
             raise NLQError(f"--stages must be in 1..{stages} for this model")
     start = time.perf_counter()
-    header, _ = codec.decode_header(data, max_memory=args.max_memory)
     progress = codec.progress(data, num_stages=args.stages, max_memory=args.max_memory)
     pixels = codec.decompress(data, max_memory=args.max_memory, num_stages=args.stages)
     seconds = time.perf_counter() - start

@@ -287,9 +287,9 @@ def _encode_roi(runner, y, z_hat, mask, gain: float) -> list[bytes]:
     """[y stream, roi stream] of one image [1, h, w, M] with a region `mask` [h, w]: Δ_in set
     so the two streams are the size of the plain y stream (the estimate's error corrected with
     the real stream's size, twice)."""
-    indexes, means = runner.call("hyper_synthesis", z_hat)
+    # Steps of 1: the plain file's indexes (σ/1 is σ exactly), means and scales, in one pass.
+    indexes, means, scales = runner.call("hyper_synthesis_steps", z_hat, np.ones((1, 1, 1, 1)))
     plain = 8 * len(runner.coder("y").encode(base.symbols(y, means), indexes))
-    _, means, scales = runner.call("hyper_synthesis_steps", z_hat, np.ones((1, 1, 1, 1)))
     packed = roi_lib.pack_mask(mask)
     # The plain stream's bits, less what the map and its stream length cost.
     target = plain - 8 * (ROI_HEADER.size + len(packed) + 4)
