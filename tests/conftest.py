@@ -23,13 +23,30 @@ from nlq_jax.data import samples  # noqa: E402
 
 MODEL_NAMES = ("factorized", "hyperprior", "mean_scale")
 SMALL = {"N": 32, "M": 48}
-# Models whose small size needs more than (N, M): channelwise's slices must divide M.
-SMALL_EXTRA = {"channelwise": {"num_slices": 4, "max_support_slices": 2}}
+# Models whose small size needs more than (N, M) (a model module may also say it, `SMALL_SIZES`).
+SMALL_EXTRA = {
+    "channelwise": {"num_slices": 4, "max_support_slices": 2},  # slices must divide M
+    "cheng2020_anchor": {"M": 32},  # M = N
+    "cheng2020_attn": {"M": 32},
+    "elic": {"groups": (8, 8, 16, 16)},  # the paper's groups need M > 128
+    "nlq": {"N": 16, "latent_dim": 8, "quantizer": "rvq", "codebook_size": 32, "num_stages": 2},
+    "vqvae2": {"N": 16, "latent_dim": 8, "quantizer": "vq", "codebook_size": 32},
+}
 
 
 def small_sizes(name: str) -> dict:
     """The small constructor arguments the tests use for model `name`."""
+    module = models.get_module(name)
+    if hasattr(module, "SMALL_SIZES"):
+        return dict(module.SMALL_SIZES)
+    if name in ("nlq", "vqvae2"):
+        return dict(SMALL_EXTRA[name])
     return {**SMALL, **SMALL_EXTRA.get(name, {})}
+
+
+def is_discrete(name: str) -> bool:
+    """Whether model `name` has a discrete latent (codebook state, index priors)."""
+    return hasattr(models.get_module(name), "fit_priors")
 
 
 @pytest.fixture(autouse=True)
@@ -87,11 +104,29 @@ def train_briefly(
     return params
 
 
+def discrete_variables(name: str, seed: int = 0) -> dict:
+    """Random weights of a discrete model and its quantizer state after one training call
+    (k-means initialised codebooks)."""
+    model = models.get_model(name, **small_sizes(name))
+    x = np.random.default_rng(seed).uniform(size=(2, 64, 64, 3)).astype(np.float32)
+    rngs = {k: jax.random.PRNGKey(seed + i) for i, k in enumerate(("params", "noise", "quantizer"))}
+    variables = dict(model.init(rngs, x, training=True))
+    rngs = {k: jax.random.fold_in(v, 1) for k, v in rngs.items()}
+    _, state = model.apply(variables, x, training=True, rngs=rngs, mutable=["quantizer_state"])
+    return {**variables, **state}
+
+
 @functools.cache
 def small_codec(name: str, trained: bool) -> Codec:
-    """A small model of each architecture (cached for the session)."""
-    params = train_briefly(name, steps=150) if trained else init_params(name)
+    """A small model of each architecture (cached for the session). Discrete models are not
+    trained here (`tests/test_discrete_training.py` trains one): `trained` gives the random
+    one."""
     label = f"{name}-{'trained' if trained else 'random'}"
+    if is_discrete(name):
+        variables = discrete_variables(name)
+        params = variables.pop("params")
+        return Codec(name, small_sizes(name), params, model_state=variables, label=label)
+    params = train_briefly(name, steps=150) if trained else init_params(name)
     return Codec(name, small_sizes(name), params, label=label)
 
 

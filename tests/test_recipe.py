@@ -128,7 +128,7 @@ def test_joint_training_rate_is_that_of_a_second_noise_draw(monkeypatch):
     −log2 P(y + u₂ − μ; σ) with an independent u₂ (GaussianConditional draws its own noise)."""
     from scipy.special import ndtr
 
-    from nlq_jax.models import joint
+    from nlq_jax.latent_codecs import autoregressive
 
     model = models.get_model("joint", **SMALL)
     variables = {"params": init_params("joint")}
@@ -141,8 +141,8 @@ def test_joint_training_rate_is_that_of_a_second_noise_draw(monkeypatch):
             drawn.append(np.asarray(out, np.float64))
         return out
 
-    quantize = joint.quantize
-    monkeypatch.setattr(joint, "quantize", recording)
+    quantize = autoregressive.quantize
+    monkeypatch.setattr(autoregressive, "quantize", recording)
     out, inter = model.apply(
         variables, x, training=True, rngs={"noise": jax.random.PRNGKey(1)},
         capture_intermediates=True, mutable=["intermediates"],
@@ -150,7 +150,7 @@ def test_joint_training_rate_is_that_of_a_second_noise_draw(monkeypatch):
     monkeypatch.undo()
     inter = inter["intermediates"]
 
-    y = np.asarray(model.apply(variables, x, method=lambda m, x: m.analysis(x)[0]), np.float64)
+    y = np.asarray(model.apply(variables, x, method=lambda m, x: m.analysis(x)), np.float64)
     assert len(drawn) == 2
     y1, y2 = drawn
     for y_noisy in (y1, y2):

@@ -12,14 +12,12 @@ table index; the tables themselves do not depend on any parameter.
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nlq_jax.entropy.tables import PRECISION, CodingTables, gaussian_tables
 from nlq_jax.ops import lower_bound, std_normal_cdf
-from nlq_jax.quantizers.scalar import quantize
 
 SCALE_MIN, SCALE_MAX, NUM_SCALES = 0.11, 256.0, 64
 LIKELIHOOD_BOUND = 1e-9
@@ -76,35 +74,3 @@ def gaussian_bits(residuals: jax.Array, scales: jax.Array) -> jax.Array:
     scales = lower_bound(scales, SCALE_MIN)
     p = lower_bound(gaussian_likelihood(residuals, scales), LIKELIHOOD_BOUND)
     return -jnp.log2(p).reshape(residuals.shape[0], -1).sum(axis=-1)
-
-
-class GaussianConditional(nn.Module):
-    """`(y_hat, bits) = m(y, scales, means, training=...)`; no parameters of its own.
-
-    Attributes:
-      scale_bound: lower bound on σ (the smallest table scale), for the rate and the tables.
-    """
-
-    scale_bound: float = SCALE_MIN
-
-    @nn.compact
-    def __call__(
-        self,
-        y: jax.Array,
-        scales: jax.Array,
-        means: jax.Array | None = None,
-        *,
-        training: bool,
-    ) -> tuple[jax.Array, jax.Array]:
-        """Quantizes y and returns (y_hat, bits per example).
-
-        Training: y + U(−½, ½) (an upper bound on the rate). Eval: round(y − μ) + μ and its
-        Shannon information under the (unsnapped) predicted σ.
-        """
-        means = jnp.zeros_like(y) if means is None else means
-        if training:
-            y_hat = quantize(y, "noise", rng=self.make_rng("noise"))
-        else:
-            y_hat = quantize(y, "round", offset=means)
-        scales = lower_bound(scales, self.scale_bound)
-        return y_hat, gaussian_bits(y_hat - means, scales)

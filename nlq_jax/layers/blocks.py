@@ -13,13 +13,25 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-__all__ = ["AttentionBlock", "ResidualBlock", "ResidualUnit", "SelfAttention"]
+from nlq_jax.layers.conv import UpConv, conv_general_dilated
+from nlq_jax.layers.gdn import GDN
+
+__all__ = [
+    "AttentionBlock",
+    "ResidualBlock",
+    "ResidualBlockUpsample",
+    "ResidualBlockWithStride",
+    "ResidualBottleneckBlock",
+    "ResidualUnit",
+    "SelfAttention",
+]
 
 
 def _check_channels(x: jax.Array, features: int, name: str) -> None:
@@ -48,6 +60,80 @@ class ResidualBlock(nn.Module):
         y = nn.leaky_relu(y, self.negative_slope)
         y = nn.Conv(self.features, (3, 3), padding=1, name="conv2")(y)
         y = nn.leaky_relu(y, self.negative_slope)
+        skip = x
+        if x.shape[-1] != self.features:
+            skip = nn.Conv(self.features, (1, 1), name="skip")(x)
+        return y + skip
+
+
+class ResidualBlockWithStride(nn.Module):
+    """Down-sampling residual block of Cheng et al. 2020 (CompressAI's
+    ``ResidualBlockWithStride``): conv3x3/s → LeakyReLU → conv3x3 → GDN, plus a 1x1/s conv skip.
+
+    Attributes:
+      features: output channels.
+      stride: down-sampling factor.
+    """
+
+    features: int
+    stride: int = 2
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps ``(N, H, W, Cin)`` to ``(N, H/stride, W/stride, features)``."""
+        s = (self.stride, self.stride)
+        conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+        y = conv(self.features, (3, 3), strides=s, padding=1, name="conv1")(x)
+        y = nn.leaky_relu(y, 0.01)
+        y = nn.Conv(self.features, (3, 3), padding=1, name="conv2")(y)
+        y = GDN(name="gdn")(y)
+        skip = x
+        if self.stride != 1 or x.shape[-1] != self.features:
+            skip = conv(self.features, (1, 1), strides=s, name="skip")(x)
+        return y + skip
+
+
+class ResidualBlockUpsample(nn.Module):
+    """Up-sampling residual block of Cheng et al. 2020 (CompressAI's ``ResidualBlockUpsample``):
+    sub-pixel conv ×r → LeakyReLU → conv3x3 → IGDN, plus a sub-pixel conv skip.
+
+    Attributes:
+      features: output channels.
+      upsample: up-sampling factor r.
+    """
+
+    features: int
+    upsample: int = 2
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps ``(N, H, W, Cin)`` to ``(N, r·H, r·W, features)``."""
+        r = self.upsample
+        y = UpConv(self.features, stride=r, method="subpixel", name="subpel_conv")(x)
+        y = nn.leaky_relu(y, 0.01)
+        y = nn.Conv(self.features, (3, 3), padding=1, name="conv")(y)
+        y = GDN(inverse=True, name="igdn")(y)
+        return y + UpConv(self.features, stride=r, method="subpixel", name="upsample")(x)
+
+
+class ResidualBottleneckBlock(nn.Module):
+    """ELIC's residual bottleneck (He et al. 2022, fig. 5; CompressAI's
+    ``ResidualBottleneckBlock``): conv1x1 → ReLU → conv3x3 → ReLU → conv1x1, plus a skip, the
+    bottleneck half as wide as the narrower of input and output.
+
+    Attributes:
+      features: output channels.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps ``(N, H, W, Cin)`` to ``(N, H, W, features)``."""
+        mid = max(min(x.shape[-1], self.features) // 2, 1)
+        y = nn.relu(nn.Conv(mid, (1, 1), name="conv1")(x))
+        y = nn.relu(nn.Conv(mid, (3, 3), padding=1, name="conv2")(y))
+        y = nn.Conv(self.features, (1, 1), name="conv3")(y)
         skip = x
         if x.shape[-1] != self.features:
             skip = nn.Conv(self.features, (1, 1), name="skip")(x)

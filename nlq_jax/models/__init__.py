@@ -21,6 +21,9 @@ MODELS = (
     "joint",
     "checkerboard",
     "channelwise",
+    "cheng2020_anchor",
+    "cheng2020_attn",
+    "elic",
     "nlq",
     "vqvae2",
 )

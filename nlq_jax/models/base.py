@@ -46,8 +46,16 @@ class Runner:
         self.variables = variables
         self.tables = tables
         self.jit = jit
-        self._fns: dict[str, Callable] = {}
+        self._fns: dict = {}
         self._coders: dict[str, TableCoder] = {}
+        self._bound: nn.Module | None = None
+
+    @property
+    def bound(self) -> nn.Module:
+        """The model bound to its variables (for its latent codecs' host-side methods)."""
+        if self._bound is None:
+            self._bound = self.model.bind(self.variables)
+        return self._bound
 
     def coder(self, name: str) -> TableCoder:
         """The (cached) range coder of `tables[name]`."""
@@ -69,6 +77,35 @@ class Runner:
         """Applies `model.<method>(*args)`; returns numpy arrays (a pytree of them)."""
         out = self.fn(method)(self.variables, *args)
         return jax.tree_util.tree_map(np.asarray, out)
+
+    def call_at(self, path: tuple, method: str, *args, static: tuple = ()):
+        """Applies `<submodule at path>.<method>(*static, *args)` (`resolve`); numpy out.
+
+        Compiled once per (path, method, static values) and input shape."""
+        key = (path, method, static)
+        f = self._fns.get(key)
+        if f is None:
+
+            def apply(module, *a):
+                return getattr(resolve(module, path), method)(*static, *a)
+
+            f = functools.partial(self.model.apply, method=apply)
+            if self.jit:
+                f = jax.jit(f)
+            self._fns[key] = f
+        out = f(self.variables, *args)
+        return jax.tree_util.tree_map(np.asarray, out)
+
+
+def resolve(module: nn.Module, path: tuple) -> nn.Module:
+    """The submodule of a bound `module` at `path`: attribute names, or (name, index) for the
+    index-th element of a sequence attribute."""
+    for part in path:
+        if isinstance(part, tuple):
+            module = getattr(module, part[0])[part[1]]
+        else:
+            module = getattr(module, part)
+    return module
 
 
 def symbols(y: np.ndarray, offset: np.ndarray | float) -> np.ndarray:

@@ -29,8 +29,9 @@ straight-through gradient. (ẑ is noisy, as in this codebase's other hyperprior
 rounds it with a straight-through gradient.) Eval (`training=False`) is exactly the codec's
 computation, slice by slice.
 
-Streams: [z, y]; y is one queue stream of `num_slices` chunks, slice k's symbols round(y_k − μ_k)
-coded with the table indexes of σ_k from `slice_step` (one jitted step per slice).
+The codec tree: a `HyperpriorCodec` whose y is a `ChannelGroupsCodec` of `num_slices` equal
+groups, each a mean-scale `GaussianConditionalCodec` given (σ_k, μ_k) from `SliceContext`.
+Streams: [z, y]; y is one queue stream of `num_slices` chunks.
 """
 
 from __future__ import annotations
@@ -38,16 +39,22 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from nlq_jax.entropy import coder, gaussian
 from nlq_jax.entropy import factorized as factorized_prior
+from nlq_jax.latent_codecs import (
+    ChannelGroupsCodec,
+    EntropyBottleneckCodec,
+    GaussianConditionalCodec,
+    HyperpriorCodec,
+)
 from nlq_jax.layers.conv import DownConv, UpConv
-from nlq_jax.models import base, hyperprior
-from nlq_jax.models.factorized import analysis_transform, synthesis_transform
-from nlq_jax.models.hyperprior import _conv3x3, build_tables, latent_shapes
-from nlq_jax.models.hyperprior import zy_stream_specs as stream_specs
-from nlq_jax.quantizers.scalar import quantize
+from nlq_jax.models import composed
+from nlq_jax.models.factorized import (
+    analysis_transform,
+    synthesis_bytes_per_pixel,
+    synthesis_transform,
+)
+from nlq_jax.models.hyperprior import _conv3x3
 
 __all__ = [
     "Model",
@@ -110,7 +117,39 @@ class HyperSynthesis(nn.Module):
         return self.means(z_hat), self.scales(z_hat)
 
 
-class Model(nn.Module):
+class SliceContext(nn.Module):
+    """Slice k's (σ_k, μ_k) from (ψ_μ, ψ_σ) and the finished earlier slices, and its latent
+    residual prediction (the channel-groups context of `ChannelGroupsCodec`).
+
+    Attributes:
+      cc_mean, cc_scale, lrp: one transform per slice (shared with the model).
+      max_support_slices: slices each slice conditions on (the first ones; −1: all before it).
+    """
+
+    cc_mean: tuple
+    cc_scale: tuple
+    lrp: tuple
+    max_support_slices: int = 5
+
+    def _support(self, done: tuple) -> list:
+        return list(done) if self.max_support_slices < 0 else list(done[: self.max_support_slices])
+
+    def __call__(self, k: int, psi: tuple, done: tuple) -> tuple[jax.Array, jax.Array]:
+        """(scales, means) of slice k = len(done)."""
+        psi_means, psi_scales = psi
+        support = self._support(done)
+        means = self.cc_mean[k](jnp.concatenate([psi_means, *support], axis=-1))
+        scales = self.cc_scale[k](jnp.concatenate([psi_scales, *support], axis=-1))
+        return scales, means
+
+    def refine(self, k: int, psi: tuple, done: tuple, y_hat_k: jax.Array) -> jax.Array:
+        """Slice k's quantized values plus its latent residual prediction."""
+        support = self._support(done)
+        lrp = self.lrp[k](jnp.concatenate([psi[0], *support, y_hat_k], axis=-1))
+        return y_hat_k + 0.5 * jnp.tanh(lrp)
+
+
+class Model(composed.LatentCodecModel):
     """Channel-wise autoregressive model; see the module docstring for the data flow.
 
     Attributes:
@@ -152,148 +191,29 @@ class Model(nn.Module):
         self.cc_mean = [slice_transform(M, d, f"cc_mean_{k}") for k in range(S)]
         self.cc_scale = [slice_transform(M, d, f"cc_scale_{k}") for k in range(S)]
         self.lrp = [slice_transform(M, d, f"lrp_{k}") for k in range(S)]
+        context = SliceContext(
+            tuple(self.cc_mean), tuple(self.cc_scale), tuple(self.lrp), self.max_support_slices
+        )
+        slices = tuple(
+            GaussianConditionalCodec(
+                param_form="pair", quantizer="ste", table_precision=self.table_precision
+            )
+            for _ in range(S)
+        )
+        self.entropy = HyperpriorCodec(
+            h_a=self.h_a,
+            h_s=self.h_s,
+            side=EntropyBottleneckCodec(self.entropy_bottleneck, key="z"),
+            latent=ChannelGroupsCodec((d,) * S, context, slices),
+        )
 
-    def _support(self, y_hat_slices: tuple[jax.Array, ...]) -> list[jax.Array]:
-        if self.max_support_slices < 0:
-            return list(y_hat_slices)
-        return list(y_hat_slices[: self.max_support_slices])
+    # The slice transforms (0.7 M channels at the latent's size) and every slice's support.
+    bytes_per_symbol = 128
 
-    def slice_params(
-        self, psi_means: jax.Array, psi_scales: jax.Array, y_hat_slices: tuple[jax.Array, ...]
-    ) -> tuple[jax.Array, jax.Array]:
-        """(scales, means) of slice k = len(y_hat_slices), given the finished earlier slices."""
-        k = len(y_hat_slices)
-        support = self._support(y_hat_slices)
-        means = self.cc_mean[k](jnp.concatenate([psi_means, *support], axis=-1))
-        scales = self.cc_scale[k](jnp.concatenate([psi_scales, *support], axis=-1))
-        return scales, means
-
-    def slice_lrp(
-        self, psi_means: jax.Array, y_hat_slices: tuple[jax.Array, ...], y_hat_k: jax.Array
-    ) -> jax.Array:
-        """Slice k's quantized values plus its latent residual prediction."""
-        k = len(y_hat_slices)
-        support = self._support(y_hat_slices)
-        lrp = self.lrp[k](jnp.concatenate([psi_means, *support, y_hat_k], axis=-1))
-        return y_hat_k + 0.5 * jnp.tanh(lrp)
-
-    def __call__(self, x: jax.Array, *, training: bool) -> dict:
-        """x: float [B, H, W, 3] in [0, 1] → {"x_hat", "bits": {"y", "z"}, "aux"}."""
-        y = self.g_a(x)
-        z = self.h_a(y)
-        z_hat, z_bits = self.entropy_bottleneck(z, training=training)
-        psi_means, psi_scales = self.h_s(z_hat)
-        if training:
-            noise = jax.random.uniform(self.make_rng("noise"), y.shape, y.dtype, -0.5, 0.5)
-        d = self.M // self.num_slices
-        y_hat_slices: tuple[jax.Array, ...] = ()
-        y_bits = jnp.zeros(y.shape[:1], jnp.float32)
-        for k in range(self.num_slices):
-            y_k = y[..., k * d : (k + 1) * d]
-            scales, means = self.slice_params(psi_means, psi_scales, y_hat_slices)
-            if training:
-                y_tilde = y_k + noise[..., k * d : (k + 1) * d]
-                y_bits += gaussian.gaussian_bits(y_tilde - means, scales)
-                y_hat_k = quantize(y_k, "ste", offset=means)
-            else:
-                y_hat_k = quantize(y_k, "round", offset=means)
-                y_bits += gaussian.gaussian_bits(y_hat_k - means, scales)
-            y_hat_slices += (self.slice_lrp(psi_means, y_hat_slices, y_hat_k),)
-        x_hat = self.g_s(jnp.concatenate(y_hat_slices, axis=-1))
-        return {"x_hat": x_hat, "bits": {"y": y_bits, "z": z_bits}, "aux": {}}
-
-    # The bitstream path's pieces (see `compress`/`decompress`).
-    def analysis(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        y = self.g_a(x)
-        return y, self.h_a(y)
-
-    def hyper_synthesis(self, z_hat: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """ẑ → (ψ_μ, ψ_σ)."""
-        return self.h_s(z_hat)
-
-    def slice_step(
-        self,
-        psi_means: jax.Array,
-        psi_scales: jax.Array,
-        y_hat_slices: tuple[jax.Array, ...],
-        y_hat_last: jax.Array | None,
-    ) -> tuple[jax.Array | None, jax.Array, jax.Array]:
-        """One decoding step: finishes the previous slice and predicts the next one.
-
-        Args:
-          psi_means, psi_scales: the hyper-synthesis outputs.
-          y_hat_slices: the finished slices 0 … k−2 (with LRP).
-          y_hat_last: slice k−1's dequantized symbols (before LRP), None for k = 0.
-
-        Returns:
-          (slice k−1 finished or None, slice k's table indexes, slice k's means).
-        """
-        finished = None
-        if y_hat_last is not None:
-            finished = self.slice_lrp(psi_means, y_hat_slices, y_hat_last)
-            y_hat_slices = (*y_hat_slices, finished)
-        scales, means = self.slice_params(psi_means, psi_scales, y_hat_slices)
-        return finished, gaussian.scale_indexes(scales), means
-
-    def slice_synthesis(
-        self, psi_means: jax.Array, y_hat_slices: tuple[jax.Array, ...], y_hat_last: jax.Array
-    ) -> jax.Array:
-        """Finishes the last slice and runs g_s on all of them."""
-        last = self.slice_lrp(psi_means, y_hat_slices, y_hat_last)
-        return self.g_s(jnp.concatenate([*y_hat_slices, last], axis=-1))
+    def synthesis_bytes_per_pixel(self) -> float:
+        return synthesis_bytes_per_pixel(self.N)
 
 
-def decode_memory(model: Model, height: int, width: int) -> int:
-    """Upper bound on the bytes `decompress` allocates for a (padded) image size: the
-    hyperprior's, with more per latent symbol for the slice transforms (0.7 M channels at the
-    latent's size, and the concatenated support of every slice)."""
-    return hyperprior.decode_memory(model, height, width, bytes_per_symbol=128)
-
-
-def _code_slices(runner: base.Runner, psi: tuple[np.ndarray, np.ndarray], code_slice):
-    """Runs the slice steps in order; `code_slice(k, indexes, means)` codes slice k and returns
-    its dequantized symbols. Returns (finished slices 0 … S−2, slice S−1 before LRP)."""
-    done: tuple[np.ndarray, ...] = ()
-    last = None
-    for k in range(runner.model.num_slices):
-        finished, indexes, means = runner.call("slice_step", *psi, done, last)
-        if finished is not None:
-            done += (finished,)
-        last = code_slice(k, indexes, means)
-    return done, last
-
-
-def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
-    """Padded images [B, H, W, 3] → each image's streams [z, y]."""
-    d = runner.model.M // runner.model.num_slices
-    y, z = runner.call("analysis", x)
-    out = []
-    for y1, z1 in zip(y, z):
-        z_stream, z_hat = hyperprior.encode_z(runner, z1)
-        # Every step runs the decoder's own computation (one image at a time, the same compiled
-        # functions, the same inputs), so both sides see identical indexes and means.
-        psi = runner.call("hyper_synthesis", z_hat)
-        encoder = coder.new_encoder()
-
-        def code_slice(k, indexes, means, y1=y1, encoder=encoder):
-            sym = base.symbols(y1[None, ..., k * d : (k + 1) * d], means)
-            runner.coder("y").encode_chunk(encoder, sym, indexes)
-            return base.dequantize(sym, means)
-
-        _code_slices(runner, psi, code_slice)
-        out.append([z_stream, coder.finish(encoder)])
-    return out
-
-
-def decompress(runner: base.Runner, streams: list[bytes], height: int, width: int) -> np.ndarray:
-    """Inverse of `compress`: the reconstruction [1, H, W, 3] (float, unclipped)."""
-    shapes = latent_shapes(runner.model, height, width)
-    z_hat = hyperprior.decode_z(runner, streams[0], shapes["z"])
-    psi = runner.call("hyper_synthesis", z_hat)
-    decoder = coder.new_decoder(streams[1])
-
-    def code_slice(k, indexes, means):
-        return base.dequantize(runner.coder("y").decode_chunk(decoder, indexes), means)
-
-    done, last = _code_slices(runner, psi, code_slice)
-    return runner.call("slice_synthesis", psi[0], done, last)
+build_tables, compress, decompress, stream_specs, decode_memory, latent_shapes = (
+    composed.functions()
+)

@@ -14,13 +14,12 @@ x ─► g_a ─► y ─► Q(around medians) ─► ŷ ─► g_s ─► x̂
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
-import numpy as np
 
 from nlq_jax.entropy import factorized as factorized_prior
+from nlq_jax.latent_codecs import EntropyBottleneckCodec
 from nlq_jax.layers.conv import DownConv, UpConv
 from nlq_jax.layers.gdn import GDN
-from nlq_jax.models import base
+from nlq_jax.models import composed
 
 
 def get_default_sizes(quality: int) -> dict[str, int]:
@@ -53,7 +52,7 @@ def synthesis_transform(N: int, upsampling: str) -> nn.Sequential:
     )
 
 
-class Model(nn.Module):
+class Model(composed.LatentCodecModel):
     """Factorized-prior model; see the module docstring for the data flow.
 
     Attributes:
@@ -78,35 +77,10 @@ class Model(nn.Module):
         self.g_a = analysis_transform(self.N, self.M)
         self.g_s = synthesis_transform(self.N, self.upsampling)
         self.entropy_bottleneck = factorized_prior.prior_of(self, self.M)
+        self.entropy = EntropyBottleneckCodec(self.entropy_bottleneck, key="y")
 
-    def __call__(self, x: jax.Array, *, training: bool) -> dict:
-        """x: float [B, H, W, 3] in [0, 1] → {"x_hat", "bits": {"y"}, "aux"}."""
-        y = self.g_a(x)
-        y_hat, y_bits = self.entropy_bottleneck(y, training=training)
-        return {"x_hat": self.g_s(y_hat), "bits": {"y": y_bits}, "aux": {}}
-
-    def analysis(self, x: jax.Array) -> jax.Array:
-        return self.g_a(x)
-
-    def synthesis(self, y_hat: jax.Array) -> jax.Array:
-        return self.g_s(y_hat)
-
-
-def build_tables(model: Model, params: dict) -> dict:
-    """Coding tables of the factorized model (a pure function of its parameters)."""
-    prior = factorized_prior.prior_of(model, model.M)
-    tables, medians = factorized_prior.build_tables(prior, params["entropy_bottleneck"])
-    return {"y": tables, "y_medians": medians}
-
-
-def latent_shapes(model: Model, height: int, width: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of the coded latents for a (padded) image size."""
-    return {"y": (1, height // 16, width // 16, model.M)}
-
-
-def stream_specs(model: Model, height: int, width: int) -> list[base.StreamSpec]:
-    """What the streams of a (padded) image size must be (see `base.check_streams`): [y]."""
-    return [base.StreamSpec("y", int(np.prod(latent_shapes(model, height, width)["y"])))]
+    def synthesis_bytes_per_pixel(self) -> float:
+        return synthesis_bytes_per_pixel(self.N)
 
 
 def synthesis_bytes_per_pixel(N: int) -> float:
@@ -121,28 +95,6 @@ def synthesis_bytes_per_pixel(N: int) -> float:
     return 4.0 * N + 64
 
 
-def decode_memory(model: Model, height: int, width: int) -> int:
-    """Upper bound on the bytes `decompress` allocates for a (padded) image size."""
-    specs = stream_specs(model, height, width)
-    return base.synthesis_memory(
-        height, width, synthesis_bytes_per_pixel(model.N), base.coding_bytes(specs)
-    )
-
-
-def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
-    """Padded images [B, H, W, 3] → each image's streams ([y])."""
-    t = runner.tables
-    y = runner.call("analysis", x)
-    out = []
-    for y1 in y:
-        sym = base.symbols(y1[None], t["y_medians"])
-        out.append([runner.coder("y").encode(sym, base.channel_indexes(sym.shape))])
-    return out
-
-
-def decompress(runner: base.Runner, streams: list[bytes], height: int, width: int) -> np.ndarray:
-    """Inverse of `compress`: the reconstruction [1, H, W, 3] (float, unclipped)."""
-    t = runner.tables
-    shape = latent_shapes(runner.model, height, width)["y"]
-    sym = runner.coder("y").decode(streams[0], base.channel_indexes(shape))
-    return runner.call("synthesis", base.dequantize(sym, t["y_medians"]))
+build_tables, compress, decompress, stream_specs, decode_memory, latent_shapes = (
+    composed.functions()
+)

@@ -12,23 +12,18 @@ x ─► g_a ─► y ─► Q(around μ) ─► ŷ ─────────�
 h_a: conv3×3, LReLU, conv5×5/2, LReLU, conv5×5/2     h_s: deconv5×5×2 → M, LReLU,
                                                          deconv5×5×2 → 3M/2, LReLU, conv3×3 → 2M
 ```
-Streams: [z, y]; y's symbols are round(y − μ), so the decoder adds the same μ back.
+Streams: [z, y]; y's symbols are round(y − μ), so the decoder adds the same μ back (the scale
+hyperprior's codec tree with a mean-scale `GaussianConditionalCodec`).
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 
+from nlq_jax.latent_codecs import GaussianConditionalCodec
 from nlq_jax.layers.conv import DownConv, UpConv
-from nlq_jax.models import hyperprior
-from nlq_jax.models.hyperprior import _conv3x3, build_tables, compress, decompress, latent_shapes
-
-__all__ = ["Model", "build_tables", "compress", "decompress", "get_default_sizes", "latent_shapes"]
-
-# Its streams and its decoder's memory are the scale hyperprior's (h_s works at latent size).
-decode_memory = hyperprior.decode_memory
-stream_specs = hyperprior.stream_specs
+from nlq_jax.models import composed, hyperprior
+from nlq_jax.models.hyperprior import _conv3x3
 
 
 def get_default_sizes(quality: int) -> dict[str, int]:
@@ -58,10 +53,19 @@ class Model(hyperprior.Model):
         )
         return h_a, h_s
 
-    def hyper_analysis_input(self, y: jax.Array) -> jax.Array:
-        return y
+    hyper_analysis_input = "identity"
 
-    def gaussian_params(self, z_hat: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(scales, means) of y from ẑ, split from h_s's 2M channels."""
-        params = self.h_s(z_hat)
-        return params[..., : self.M], params[..., self.M :]
+    @nn.nowrap
+    def latent_codec(self) -> nn.Module:
+        """The codec of y given ψ = h_s(ẑ) = [σ | μ]."""
+        return GaussianConditionalCodec(
+            param_form="mean_scale",
+            scale_rule=self.scale_rule,
+            table_precision=self.table_precision,
+            roi=True,
+        )
+
+
+(build_tables, compress, decompress, stream_specs, decode_memory, latent_shapes) = (
+    composed.functions()
+)

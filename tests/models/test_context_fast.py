@@ -1,5 +1,6 @@
 """Context models decoded in a few parallel steps: checkerboard (He et al. 2021) and channelwise
-(Minnen & Singh 2020). Their eval-mode forward is the codec's computation, bit for bit."""
+(Minnen & Singh 2020): their forward, masks and configs. (Their bitstreams' exactness:
+`tests/models/test_exactness.py`.)"""
 
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ import pytest
 from conftest import key, small_codec, small_sizes
 
 from nlq_jax import models
-from nlq_jax.codec import container
-from nlq_jax.codec.api import Codec
-from nlq_jax.models import checkerboard
+from nlq_jax.latent_codecs import checkerboard
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("checkerboard", "channelwise")  # small sizes: conftest.small_sizes
@@ -58,7 +57,8 @@ def test_slices_must_divide_the_latent():
 
 def test_default_sizes_and_configs():
     for q in range(1, 9):
-        assert checkerboard.get_default_sizes(q) == {"N": 192, "M": 192 if q <= 4 else 320}
+        sizes = models.get_module("checkerboard").get_default_sizes(q)
+        assert sizes == {"N": 192, "M": 192 if q <= 4 else 320}
         assert models.get_module("channelwise").get_default_sizes(q) == {"N": 192, "M": 320}
     for name in NAMES:
         spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
@@ -69,37 +69,3 @@ def test_default_sizes_and_configs():
             assert c.model.name == name
             if name == "channelwise":
                 assert c.model.M % c.model.num_slices == 0, arg
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("trained", [False, True], ids=["random", "trained"])
-@pytest.mark.parametrize("name", NAMES)
-def test_decompress_equals_eval_forward_exactly(name, trained, photo):
-    c = small_codec(name, trained)
-    for h, w in IMAGE_SIZES:
-        pixels = photo[100 : 100 + h, 200 : 200 + w]
-        data = c.compress(pixels)
-        header, streams = container.unpack(data)
-        assert len(streams) == 2  # [z, y]: all of y in one stream of chunks
-        _, x_hat = c.decompress_float(data)
-        assert x_hat.shape == (h, w, 3)
-        np.testing.assert_array_equal(x_hat, c.forward(pixels)["x_hat"][0])
-    if trained:  # bytes depend neither on the batch an image came in nor on jit
-        images = np.stack([photo[:67, :131], photo[200:267, 300:431]])
-        singles = [c.compress(im) for im in images]
-        assert c.compress_batch(images) == singles
-        eager = Codec(name, c.model_kwargs, c.params, c.tables, jit=False)
-        assert eager.compress(images[1]) == singles[1]
-        np.testing.assert_array_equal(eager.decompress(singles[0]), c.decompress(singles[0]))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
-def test_file_bits_match_eval_bits_within_one_percent(name, photo):
-    c = small_codec(name, trained=True)
-    data = c.compress(photo)
-    bits = sum(float(b.sum()) for b in c.forward(photo)["bits"].values())
-    header, streams = container.unpack(data)
-    overhead = container.HEADER_OVERHEAD(len(streams), len(header.model_name))
-    payload_bits = 8 * (len(data) - overhead)
-    assert abs(payload_bits / bits - 1) < 0.01, (payload_bits, bits)
