@@ -1,7 +1,7 @@
 """Ablations: train one config at several values of one field, then tabulate and plot.
 
     python experiments/ablate.py --config=configs/rvq.py:runlocal \
-        --sweep=model.num_stages=1,2,3 --out=runs/ablate-stages
+        --sweep=model.quantizer.num_stages=1,2,3 --out=runs/ablate-stages
 
 Each value is a full run of `python -m nlq_jax.main` (so each one resumes if interrupted, and a
 finished one is not run again) in `OUT/<field>=<value>/`, with `--config.<field>=<value>`; any
@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def parse_sweep(text: str) -> tuple[str, list[str]]:
-    """'model.codebook_size=64,256' → ('model.codebook_size', ['64', '256'])."""
+    """'model.quantizer.codebook_size=64,256' → ('model.quantizer.codebook_size', ['64', '256'])."""
     field, sep, values = text.partition("=")
     items = [v.strip() for v in values.split(",") if v.strip()]
     if not sep or not field.strip() or not items:

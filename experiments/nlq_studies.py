@@ -42,10 +42,10 @@ CONFIG = "rvq"
 CPU = {
     "model.N": 64,
     "model.latent_dim": 32,
-    "model.codebook_size": 256,
-    "model.num_stages": 3,
+    "model.quantizer.codebook_size": 256,
+    "model.quantizer.num_stages": 3,
     # 8 crops × (64/16)² = 128 vectors per batch, 0.5 per code of 256.
-    "model.dead_code_threshold": 0.1,
+    "model.quantizer.dead_threshold": 0.1,
     "data.crop_size": 64,
     "data.batch_size": 8,
     "num_steps": 600,
@@ -66,11 +66,11 @@ CPU_LOSS = {"data.crop_size": 192, "data.batch_size": 2, "num_steps": 300}
 STUDIES: dict[str, dict] = {
     "latent_dim": {"field": "model.latent_dim", "cpu": [16, 32, 64],
                    "full": [128, 256, 512, 1024, 2048]},
-    "codebook_size": {"field": "model.codebook_size", "cpu": [64, 256, 1024],
+    "codebook_size": {"field": "model.quantizer.codebook_size", "cpu": [64, 256, 1024],
                       "full": [256, 1024, 4096, 8192]},
     # CPU: one model of 4 stages, measured at every prefix (its stages are trained with
     # quantizer dropout, so each prefix is a model of its own); full: one model per count too.
-    "num_stages": {"field": "model.num_stages", "cpu": [4], "full": [1, 2, 3, 4, 5]},
+    "num_stages": {"field": "model.quantizer.num_stages", "cpu": [4], "full": [1, 2, 3, 4, 5]},
     "vqvae2": {"field": "model.name", "cpu": ["vqvae2"], "full": ["vqvae2"]},
     "loss": {"field": "distortion", "cpu": ["mse", "mse+ms-ssim", "ms-ssim"],
              "full": ["mse", "mse+ms-ssim", "ms-ssim"]},
@@ -97,7 +97,8 @@ def run_specs(study: str, full: bool) -> list[tuple[str, str, dict]]:
             name = f"loss={value}"
         elif study == "vqvae2":
             config = "vqvae2"
-            for key in ("model.num_stages", "model.codebook_size"):
+            # Its quantizer is a VQ of its own size (no stages).
+            for key in ("model.quantizer.num_stages", "model.quantizer.codebook_size"):
                 overrides.pop(key, None)
             name = "vqvae2"
         else:

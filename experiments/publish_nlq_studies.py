@@ -53,10 +53,9 @@ def code_use(codec: Codec, images: list[tuple[str, np.ndarray]]) -> list[float]:
 def _group_sizes(codec: Codec, groups: int) -> list[int]:
     from nlq_jax.models import nlq
 
-    model = codec.model
-    if codec.model_name == "nlq":
-        return list(nlq.build_quantizer(model).num_codes)
-    return [model.codebook_size] * groups
+    # nlq: one quantizer; vqvae2: one of the same options per level.
+    sizes = list(nlq.build_quantizer(codec.model).num_codes)
+    return sizes * (groups // len(sizes))
 
 
 def evaluated_on(workdir: Path, folder: str) -> bool:
@@ -104,10 +103,10 @@ def run_record(
         **point,
         "code_use": code_use(codec, images),
     }
-    if prefixes and codec.model_name == "nlq" and codec.model.quantizer == "rvq":
+    if prefixes and codec.progressive:  # a quantizer whose stage prefixes decode (RVQ)
         record["prefixes"] = [
             {"stages": n, **measure_codec(codec, images, num_stages=n)}
-            for n in range(1, codec.model.num_stages + 1)
+            for n in range(1, codec.module.prefix_stages(codec.model) + 1)
         ]
     record["measure_seconds"] = time.time() - start
     cache.write_text(json.dumps({"key": key, "record": record}) + "\n")

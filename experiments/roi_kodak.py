@@ -71,9 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     paths = results_lib.list_images(args.images)
     paths = paths[: args.max_images] if args.max_images else paths
     images = [(q.stem, results_lib.read_image(q)) for q in paths]
-    rvq = getattr(codec.model, "quantizer", None) == "rvq"
+    # A model whose quantizer decodes from a prefix of its stages (RVQ): regions by stages.
+    stages = codec.module.prefix_stages(codec.model) if codec.progressive else 0
+    rvq = stages > 0
     if rvq:  # (stages inside, stages outside): one more inside, and all against one
-        s = codec.model.num_stages
+        s = stages
         pairs = sorted({(2, 1), (s, s - 1), (s, 1)})
         settings = {f"inside={i},outside={o}": {"num_stages": i, "roi_stages_outside": o}
                     for i, o in pairs}  # fmt: skip
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         mask = centred_mask(*pixels.shape[:2])
         if rvq:
             plain = [point(codec, pixels, mask, num_stages=n)
-                     for n in range(1, codec.model.num_stages + 1)]  # fmt: skip
+                     for n in range(1, stages + 1)]  # fmt: skip
         else:
             plain = [point(codec, pixels, mask)]
         row = {"image": name, "plain": plain, "roi": {}}

@@ -23,7 +23,10 @@ covers the arrays only, and version-1 exports load as they always did, their has
 ≈0.1–1 s, skipped for the shipped models).
 `read_meta` checks every field in both versions: `model` must be a registered model and `kwargs`
 arguments its constructor accepts, each of the field's type (JSON numbers, strings, booleans,
-lists); anything else is one `CheckpointError` line.
+lists, objects such as a discrete model's `quantizer` sub-dict); anything else is one
+`CheckpointError` line. Exports of discrete models written before the quantizer sub-dict store
+its options flat (`quantizer="rvq", codebook_size=...`): they are checked and built through
+`nlq_jax.quantizers.from_legacy_kwargs`, and hashed as stored, so their files still decode.
 """
 
 from __future__ import annotations
@@ -183,7 +186,7 @@ def validate_description(model_name: object, model_kwargs: object, where: str) -
     Raises:
         CheckpointError: one line saying what is wrong.
     """
-    from nlq_jax import models
+    from nlq_jax import models, quantizers
 
     if not isinstance(model_name, str) or model_name not in models.MODELS:
         raise CheckpointError(
@@ -191,6 +194,10 @@ def validate_description(model_name: object, model_kwargs: object, where: str) -
         )
     if not isinstance(model_kwargs, dict):
         raise CheckpointError(f"{where}: 'kwargs' must be an object, got {model_kwargs!r}")
+    try:
+        model_kwargs = quantizers.from_legacy_kwargs(model_name, model_kwargs)
+    except ValueError as e:
+        raise CheckpointError(f"{where}: {e}") from None
     module = models.get_module(model_name)
     fields = {
         f.name: f.type for f in dataclasses.fields(module.Model) if f.name not in ("parent", "name")
@@ -236,6 +243,8 @@ def _is_json(value: object) -> bool:
         return True
     if type(value) is float:
         return math.isfinite(value)
+    if isinstance(value, dict):  # a sub-dict, e.g. a discrete model's quantizer
+        return all(type(k) is str and _is_json(v) for k, v in value.items())
     return isinstance(value, (list, tuple)) and all(_is_json(v) for v in value)
 
 
@@ -284,9 +293,10 @@ def check_param_shapes(model_name: str, model_kwargs: dict, params: dict, where:
     """
     import functools
 
-    from nlq_jax import models
+    from nlq_jax import models, quantizers
 
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in model_kwargs.items()}
+    kwargs = quantizers.from_legacy_kwargs(model_name, model_kwargs)
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     model = models.get_model(model_name, **kwargs)
     x = jax.ShapeDtypeStruct((1, model.stride, model.stride, 3), np.float32)
     rngs = {k: jax.random.key(0) for k in ("params", "noise", "quantizer")}

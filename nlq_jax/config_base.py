@@ -42,7 +42,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.upsampling = "phase"  # "phase" (fast transposed conv), "transpose" or "subpixel"
 
     c.lmbda = MSE_LAMBDAS[2]  # rate–distortion trade-off λ
-    c.distortion = "mse"  # "mse" (λ·255²·MSE) or "ms-ssim" (λ·(1 − MS-SSIM))
+    c.distortion = "mse"  # "mse" (λ·255²·MSE) or "ms-ssim" (λ·(1 − MS-SSIM)): losses.DISTORTIONS
+
+    # A discriminator trained against the codec (HiFiC), with its own Adam; "": none.
+    c.adversary = ml_collections.ConfigDict()
+    c.adversary.name = ""  # a network of losses.ADVERSARIES ("patch": PatchGAN), "": none
+    c.adversary.features = (64, 128, 256)  # its strided convolutions' widths (patch)
+    c.adversary.weight = 0.0  # λ_adv: weight of the generator loss in the codec's loss
+    c.adversary.loss = "hinge"  # "hinge" or "nonsaturating"
+    c.adversary.learning_rate = 1e-4  # its Adam's learning rate (constant)
+    c.adversary.b1 = 0.5  # its Adam's β1 (GANs' usual 0.5)
+    c.adversary.b2 = 0.999  # its Adam's β2
 
     c.data = ml_collections.ConfigDict()
     c.data.train = "tfds:imagenet2012:train"  # "samples", "folder:PATH" or "tfds:NAME[:SPLIT]"
@@ -87,7 +97,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.names = ""  # comma-separated sample names when eval.source is "samples"
     c.eval.max_images = 0  # evaluate at most this many (0: all)
     c.eval_every = 50_000  # steps between evaluations with real bitstreams (0: only at the end)
+    # Evaluators run on the held-out images (train.EVALUATORS): "heldout_loss" (the eval-mode
+    # loss the plateau schedule watches), "codec" (real bitstreams, every eval_every steps).
+    c.evaluators = ("heldout_loss", "codec")
     c.report = False  # at the end, write an RD plot against JPEG/WebP and a side-by-side PNG
+    c.report_writer = "baselines"  # the report's writer (nlq_jax.evaluation.report.WRITERS)
     c.report_baselines = "jpeg,webp"  # codecs on the report's RD plot
 
     # Fine-tuning: an export directory, or "default" (the model shipped with nlq_jax), whose
@@ -194,8 +208,10 @@ DISCRETE_LAMBDA = MSE_LAMBDAS[2]
 def discrete_base(model_name: str) -> ml_collections.ConfigDict:
     """Defaults of a discrete-latent model's config (configs/vqvae.py, rvq.py, ...), unlocked.
 
-    `c.model` holds every field of `nlq.Model` (and `vqvae2.Model`); the config file overrides
-    the quantizer's, then `discrete_variants` applies the variant and locks.
+    `c.model` holds the fields every discrete model has; the config file adds its model's own
+    (`num_res_blocks` of nlq, `bottom_stride` of vqvae2) and its quantizer's sub-dict,
+    `c.model.quantizer = dict(name=..., ...)`, then `discrete_variants` applies the variant
+    and locks.
     """
     c = base_config()
     c.name = model_name
@@ -203,27 +219,8 @@ def discrete_base(model_name: str) -> ml_collections.ConfigDict:
     m.name = model_name  # module in nlq_jax/models/: "nlq" or "vqvae2"
     m.N = 128  # channels of the transforms
     m.latent_dim = 64  # D: channels of the quantized latent (size of a code vector)
-    if model_name == "nlq":
-        m.num_res_blocks = 1  # residual blocks per resolution
-    else:
-        m.bottom_stride = 8  # down-sampling of the bottom latent (4 or 8; the top's is 16)
     m.attention = True  # self-attention + attention module at the lowest resolution
     m.upsampling = "phase"  # "phase" (fast transposed conv), "transpose" or "subpixel"
-    m.quantizer = "vq"  # "vq", "rvq", "pvq", "fsq", "scalar" or "gumbel"
-    m.codebook_size = 1024  # K: codes per codebook (vq, rvq, pvq, gumbel)
-    m.num_stages = 1  # residual stages (rvq)
-    m.groups = 1  # sub-vectors, one codebook each (pvq)
-    m.levels = (8, 5, 5, 5)  # quantization levels per channel (fsq, scalar)
-    m.commitment_cost = 0.25  # β of the commitment loss (vq, rvq, pvq)
-    m.ema_decay = 0.99  # decay of the EMA codebook updates (vq, rvq, pvq)
-    # Restart codes whose EMA count (vectors per batch) falls below this (0: never); about a
-    # quarter of the mean count, batch·(crop/16)² / K (16·16² / 1024 = 4 here).
-    m.dead_code_threshold = 1.0
-    m.kmeans_init = True  # initialise the codebooks by k-means on the first training batch
-    m.stage_dropout = 1.0  # fraction of examples trained on a random RVQ stage prefix (0: off)
-    m.temperature = 1.0  # Gumbel-softmax temperature (gumbel), the start of its schedule
-    m.temperature_end = 1.0 / 16  # temperature after temperature_decay_steps steps (gumbel)
-    m.temperature_decay_steps = 0  # exponential annealing over this many steps (0: constant)
     m.conditional_prior = False  # prior of index group g conditioned on the code of group g − 1
     c.prior_fit_batches = 200  # before export, fit the priors to the codes of 200 batches
     c.lmbda = DISCRETE_LAMBDA  # weight of λ·255²·MSE against the quantizer losses (see above)
@@ -234,7 +231,9 @@ def discrete_base(model_name: str) -> ml_collections.ConfigDict:
 def discrete_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
     """Applies a discrete config's variant (`runlocal`, `msssim`) and locks it.
 
-    `runlocal`: tiny transforms and codebooks, 64² crops of the sample images, 20 steps.
+    `runlocal`: tiny transforms and codebooks (the quantizer's `codebook_size` 64, at most 3
+    `num_stages`, `dead_threshold` 0.25, where it has them), 64² crops of the sample images,
+    20 steps.
     `msssim`: the MS-SSIM distortion, loss = λ·(1 − MS-SSIM) + quantizer losses + prior bpp.
     """
     args = parse_arg(arg)
@@ -246,9 +245,14 @@ def discrete_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_colle
         c.name += "-msssim"
     if "runlocal" in args:
         runlocal_data(c)
-        c.model.N, c.model.latent_dim, c.model.codebook_size = 32, 16, 64
-        c.model.num_stages = min(c.model.num_stages, 3)
-        c.model.dead_code_threshold = 0.25  # 4·(64/16)² = 64 vectors per batch, 64 codes
+        c.model.N, c.model.latent_dim = 32, 16
+        q = c.model.get("quantizer", {})
+        if "codebook_size" in q:
+            q.codebook_size = 64
+        if "num_stages" in q:
+            q.num_stages = min(q.num_stages, 3)
+        if "dead_threshold" in q:
+            q.dead_threshold = 0.25  # 4·(64/16)² = 64 vectors per batch, 64 codes
         c.optimizer.learning_rate = 5e-4
         c.prior_fit_batches = 5
     c.lock()

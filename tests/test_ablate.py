@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,8 @@ spec.loader.exec_module(ablate)
 
 
 def test_sweep_is_parsed_and_bad_sweeps_are_one_line_errors():
-    assert ablate.parse_sweep("model.codebook_size=64, 256") == (
-        "model.codebook_size",
+    assert ablate.parse_sweep("model.quantizer.codebook_size=64, 256") == (
+        "model.quantizer.codebook_size",
         ["64", "256"],
     )
     for bad in ("model.N", "=1,2", "model.N="):
@@ -38,3 +39,22 @@ def test_finished_runs_are_not_rerun_and_the_summary_lists_each_value(tmp_path, 
     assert [r["eval"]["bpp"] for r in summary["runs"]] == [0.41, 0.38]
     assert (tmp_path / "ablation.png").stat().st_size > 0
     assert "| 32 | 0.38 | 28.9 |" in capsys.readouterr().out
+
+
+def test_documented_sweeps_name_fields_of_their_configs():
+    """experiments/README.md's ablations, as written: each swept field (e.g. a quantizer option,
+    `model.quantizer.distance`) is a field of its config, so `--config.FIELD=V` overrides it."""
+    from nlq_jax import config_base
+
+    text = (ROOT / "experiments" / "README.md").read_text().replace("\\\n", " ")
+    sweeps = re.findall(r"ablate\.py --config=(\S+)\s+--sweep=(\S+)", text)
+    assert len(sweeps) >= 6, sweeps
+    for config, sweep in sweeps:
+        field, values = ablate.parse_sweep(sweep)
+        *parents, last = field.split(".")
+        node = config_base.load_config(config)  # locked: an unknown field is an error
+        for name in parents:
+            node = node[name]
+        default = node[last]
+        for value in values:  # each value is one of the field's type
+            node[last] = value if isinstance(default, str) else type(default)(value)

@@ -114,6 +114,12 @@ def test_configs_by_name_are_the_files(tmp_path, monkeypatch):
             "could not convert string to float",
         ),
         (["--", "--config=factorized:runlocal"], "unexpected arguments"),
+        (
+            ["--config=rvq:runlocal", "--config.model.quantizer.codebook_sise=3"],
+            "has no field 'codebook_sise'; Did you mean \"codebook_size\"",
+        ),
+        # The flat form of older configs: the quantizer's options are in its sub-dict now.
+        (["--config=rvq:runlocal", "--config.model.codebook_size=64"], "no field 'codebook_size'"),
     ],
 )
 def test_bad_training_flags_are_one_line(tmp_path, flags, expected):
@@ -122,6 +128,27 @@ def test_bad_training_flags_are_one_line(tmp_path, flags, expected):
     assert proc.stderr.startswith("nlq train: error:") and len(proc.stderr.splitlines()) == 1
     assert expected in proc.stderr, proc.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_quantizer_options_are_overridden_in_the_documented_form(tmp_path):
+    """`nlq train --config=rvq:runlocal --config.model.quantizer.codebook_size=32` (README): one
+    option of the quantizer's sub-dict, set on the locked config, reaches the model's quantizer
+    (here also the cosine distance, which no flat config could set)."""
+    code = (
+        "import sys; from nlq_jax import main, models, train; from nlq_jax.models import nlq; "
+        "main.parse_flags(sys.argv[1:]); c = main._CONFIG.value; "
+        "q = nlq.build_quantizer(models.get_model(c.model.name, **train.model_kwargs(c))); "
+        "print(q.codebook_size, q.distance, q.num_stages)"
+    )
+    argv = ["nlq train", "--config=rvq:runlocal", "--config.model.quantizer.codebook_size=32",
+            "--config.model.quantizer.distance=cosine", f"--workdir={tmp_path}"]  # fmt: skip
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *argv], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["32", "cosine", "3"]
 
 
 @pytest.mark.slow

@@ -120,8 +120,8 @@ def test_dead_code_restart_keeps_the_codebook_in_use():
     for threshold in (0.25, 0.0):
         # 16 tiles × 16 positions = 256 vectors per batch, one per code on average: a code whose
         # EMA count falls below a quarter of that is dead (γ = 0.9: noticed within ~15 steps).
-        model = {"quantizer": "vq", "codebook_size": 256, "ema_decay": 0.9}
-        codec = train_codec(model | {"dead_code_threshold": threshold}, 150, tiles(0))
+        vq = {"name": "vq", "codebook_size": 256, "decay": 0.9, "dead_threshold": threshold}
+        codec = train_codec({"quantizer": vq}, 150, tiles(0))
         usage[threshold] = held_out_usage(codec, held_tiles, 256)
     print(f"held-out codebook usage: {usage[0.25]:.3f} with restarts, {usage[0.0]:.3f} without")
     assert usage[0.25] >= 0.9
@@ -141,12 +141,14 @@ def right_split(size: int = 224) -> tuple[list[np.ndarray], np.ndarray]:
 # The RVQ fixture's model: 3 stages × 64 codes, quantizer dropout on, commitment of the latent
 # to the whole code it uses (configs/rvq.py's; see nlq_jax/quantizers/rvq.py).
 RVQ_MODEL = {
-    "quantizer": "rvq",
-    "codebook_size": 64,
-    "num_stages": 3,
-    "ema_decay": 0.9,
-    "dead_code_threshold": 0.25,
-    "rvq_commitment": "total",
+    "quantizer": {
+        "name": "rvq",
+        "codebook_size": 64,
+        "num_stages": 3,
+        "decay": 0.9,
+        "dead_threshold": 0.25,
+        "commitment": "total",
+    },
 }
 
 
@@ -188,7 +190,7 @@ def prefix_psnr_bits(codec: Codec, held: np.ndarray) -> dict[int, tuple[float, i
     """{n: (mean PSNR in dB, payload bits)} of the held-out images coded with n RVQ stages,
     from real files (compress, decompress)."""
     out = {}
-    for n in range(1, codec.runner.model.num_stages + 1):
+    for n in range(1, codec.runner.model.quantizer["num_stages"] + 1):
         files = codec.compress_batch(held, num_stages=n)
         decoded = np.stack([codec.decompress(f) for f in files]).astype(np.float64)
         mse = np.mean((decoded - held) ** 2, axis=(1, 2, 3))

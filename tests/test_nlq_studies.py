@@ -17,7 +17,7 @@ from nlq_jax.data import samples
 ROOT = Path(__file__).resolve().parents[1]
 TOY = [
     "--config.num_steps=3", "--config.model.N=16", "--config.model.latent_dim=8",
-    "--config.model.codebook_size=16", "--config.prior_fit_batches=1",
+    "--config.model.quantizer.codebook_size=16", "--config.prior_fit_batches=1",
     "--config.checkpoint_every=3", "--config.log_every=1",
 ]  # fmt: skip
 

@@ -132,6 +132,13 @@ def _say(args, message: str) -> None:
         print(message, file=sys.stderr)
 
 
+def _prefix_stages(codec) -> int:
+    """S when the codec's files decode from any prefix of S stages (a progressive model whose
+    quantizer is `prefix_decodable`, e.g. nlq with an rvq quantizer), else 0."""
+    stages = getattr(codec.module, "prefix_stages", None)
+    return stages(codec.model) if codec.progressive and stages is not None else 0
+
+
 def _compress(args) -> int:
     import warnings
 
@@ -153,8 +160,8 @@ def _compress(args) -> int:
     codec = Codec.load(args.checkpoint)
     options = {}
     if args.num_stages is not None:
-        stages = getattr(codec.model, "num_stages", 0)
-        if getattr(codec.model, "quantizer", None) != "rvq" or codec.model_name != "nlq":
+        stages = _prefix_stages(codec)
+        if not stages:
             raise NLQError("--num-stages applies to an RVQ model (nlq with quantizer=rvq)")
         if not 1 <= args.num_stages <= stages:
             raise NLQError(f"--num-stages must be in 1..{stages} for this model")
@@ -194,7 +201,7 @@ def _decompress(args) -> int:
     checkpoint = args.checkpoint or find_checkpoint(data)
     codec = Codec.load(checkpoint)
     if args.stages is not None:
-        stages = getattr(codec.model, "num_stages", 0) if codec.progressive else 0
+        stages = _prefix_stages(codec)
         if not stages:
             raise NLQError("--stages applies to an RVQ model's file (nlq with quantizer=rvq)")
         if not 1 <= args.stages <= stages:

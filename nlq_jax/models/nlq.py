@@ -6,7 +6,8 @@ High-Resolution Image Synthesis", CVPR 2021, sec. 3.1: residual blocks, non-loca
 the lowest resolution) with Cheng et al.'s attention module (Cheng, Sun, Takeuchi, Katto,
 "Learned Image Compression with Discretized Gaussian Mixture Likelihoods and Attention
 Modules", CVPR 2020, sec. 3) and the down/up-sampling convolutions of Ballé et al. The latent
-is quantized by one of `nlq_jax.quantizers` (selected by name):
+is quantized by one of `nlq_jax.quantizers`, configured by the sub-dict `quantizer`
+(`dict(name="rvq", codebook_size=8192, num_stages=3, ...)`, the module's attributes):
 
 - "vq": van den Oord, Vinyals, Kavukcuoglu, "Neural Discrete Representation Learning",
   NeurIPS 2017 (VQ-VAE; EMA codebook updates, appendix A.1);
@@ -37,7 +38,8 @@ S·log2 K per position, which the range-coded stream must not exceed by more tha
 Streams: [indices], one range-coded queue stream, one chunk per index group (group g's tables
 may depend on the decoded group g − 1 when the prior is conditional), except for RVQ.
 
-An RVQ model writes progressive files (`progressive`; container version 2, a CRC per stream):
+A model whose quantizer decodes from a prefix of its stages (`prefix_decodable`: RVQ) writes
+progressive files (`progressive`; container version 2, a CRC per stream):
 [map, stage 1, ..., stage n], n ≤ S the stages coded (`compress(num_stages=n)`), each stage its
 own range coder, so the container's stream lengths are the stage boundaries. Any prefix of the
 stages is a valid coarser file: a file cut short decodes its complete stages, and one cut
@@ -56,10 +58,14 @@ a stage-count byte then all the stages in one coder; it still decodes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.core import FrozenDict
 
 from nlq_jax import quantizers
 from nlq_jax.entropy import categorical
@@ -81,47 +87,28 @@ def get_default_sizes(quality: int) -> dict:
     if not 1 <= quality <= 8:
         raise ValueError(f"quality must be in 1..8, got {quality}")
     stages = (1, 2, 3, 4, 6, 8, 12, 16)[quality - 1]
-    return {"N": 128 if quality <= 4 else 192, "num_stages": stages, "codebook_size": 8192}
+    quantizer = {"name": "rvq", "codebook_size": 8192, "num_stages": stages}
+    return {"N": 128 if quality <= 4 else 192, "quantizer": quantizer}
+
+
+# The small model the tests build (tests/conftest.py).
+SMALL_SIZES = {
+    "N": 16,
+    "latent_dim": 8,
+    "quantizer": {"name": "rvq", "codebook_size": 32, "num_stages": 2},
+}
 
 
 def build_quantizer(model: nn.Module) -> nn.Module:
-    """The quantizer a model's flat attributes describe (unbound), via `get_quantizer`."""
-    name, d, k = model.quantizer, model.latent_dim, model.codebook_size
-    levels = tuple(int(n) for n in model.levels)
-    vq = {
-        "dim": d,
-        "codebook_size": k,
-        "commitment_cost": model.commitment_cost,
-        "ema_decay": model.ema_decay,
-        "dead_code_threshold": model.dead_code_threshold,
-        "restart_dead": model.dead_code_threshold > 0,
-        "kmeans_init": model.kmeans_init,
-    }
-    if name == "vq":
-        return quantizers.get_quantizer("vq", **vq)
-    if name == "rvq":
-        dropout = {"dropout": model.stage_dropout > 0, "dropout_rate": model.stage_dropout}
-        # vqvae2.Model has no such field: its RVQs keep the per-stage commitment.
-        dropout["commitment"] = getattr(model, "rvq_commitment", "stages")
-        return quantizers.get_quantizer("rvq", num_stages=model.num_stages, **vq, **dropout)
-    if name == "pvq":
-        return quantizers.get_quantizer("pvq", groups=model.groups, **vq)
-    if name == "fsq":
-        return quantizers.get_quantizer("fsq", levels=levels, dim=d)
-    if name == "scalar":
-        # Levels per channel, or levels[0] for every channel when their count is not D.
-        per_channel = levels if len(levels) == d else levels[0]
-        return quantizers.get_quantizer("scalar", levels=per_channel, dim=d)
-    if name == "gumbel":
-        return quantizers.get_quantizer(
-            "gumbel",
-            codebook_size=k,
-            dim=d,
-            temperature=model.temperature,
-            temperature_end=model.temperature_end,
-            temperature_decay_steps=model.temperature_decay_steps,
-        )
-    raise ValueError(f"unknown quantizer {name!r}; known: {', '.join(quantizers.QUANTIZERS)}")
+    """The quantizer of a model's `quantizer` sub-dict (unbound), of size `latent_dim`."""
+    options = dict(model.quantizer)
+    return quantizers.get_quantizer(options.pop("name"), dim=model.latent_dim, **options)
+
+
+def prefix_stages(model: nn.Module) -> int:
+    """S when the model's quantizer decodes from any prefix of its S stages (RVQ), else 0."""
+    q = build_quantizer(model)
+    return int(q.num_stages) if q.prefix_decodable else 0
 
 
 def encoder(N: int, D: int, R: int, attention: bool, name: str = "g_a") -> nn.Sequential:
@@ -155,26 +142,12 @@ class Model(nn.Module):
       num_res_blocks: residual blocks per resolution.
       attention: self-attention and Cheng's attention module at the lowest resolution.
       upsampling: `UpConv` method of g_s.
-      quantizer: "vq", "rvq", "pvq", "fsq", "scalar" or "gumbel".
-      codebook_size: K, codes per codebook (vq, rvq, pvq, gumbel).
-      num_stages: S, residual stages (rvq).
-      groups: sub-vectors with their own codebook (pvq).
-      levels: levels per channel (fsq: the latent is projected to len(levels) channels inside
-        the quantizer; scalar: per channel if there are D of them, else levels[0] for all).
-      commitment_cost: β of the commitment loss (vq, rvq, pvq).
-      ema_decay: decay of the EMA codebook updates (vq, rvq, pvq).
-      dead_code_threshold: codes whose EMA count (vectors per batch) falls below this are
-        restarted from the batch's encoder outputs (vq, rvq, pvq; 0: never restart).
-      kmeans_init: initialise the codebooks by k-means on the first training batch.
-      stage_dropout: fraction of the training examples that use a random prefix of the RVQ
-        stages (quantizer dropout; trains the coarser prefix codes too; 0: off).
-      temperature: Gumbel-softmax temperature (gumbel), the start of its schedule.
-      temperature_end: the temperature after `temperature_decay_steps` training steps.
-      temperature_decay_steps: steps of exponential annealing (0: constant temperature).
+      quantizer: the quantizer's sub-dict, `name` (a key of `nlq_jax.quantizers.QUANTIZERS`)
+        and the module's attributes but `dim` (the model's `latent_dim`), e.g.
+        `dict(name="rvq", codebook_size=8192, num_stages=3, commitment="total")`; kept as a
+        FrozenDict (flat arguments of older exports: `quantizers.from_legacy_kwargs`).
       conditional_prior: the prior of index group g is conditioned on the code of group g − 1
         (e.g. RVQ stage s on stage s − 1).
-      rvq_commitment: "stages" (β on every RVQ stage's residual) or "total" (β on the latent's
-        distance to the sum of the stages used); see `nlq_jax.quantizers.rvq`.
     """
 
     N: int = 128
@@ -182,25 +155,17 @@ class Model(nn.Module):
     num_res_blocks: int = 1
     attention: bool = True
     upsampling: str = "phase"
-    quantizer: str = "rvq"
-    codebook_size: int = 8192
-    num_stages: int = 3
-    groups: int = 1
-    levels: tuple[int, ...] = (8, 5, 5, 5)
-    commitment_cost: float = 0.25
-    ema_decay: float = 0.99
-    dead_code_threshold: float = 1.0
-    kmeans_init: bool = True
-    stage_dropout: float = 1.0
-    temperature: float = 1.0
-    temperature_end: float = 1.0 / 16
-    temperature_decay_steps: int = 0
+    quantizer: Mapping[str, Any] = FrozenDict(name="rvq", codebook_size=8192, num_stages=3)
     conditional_prior: bool = False
-    rvq_commitment: str = "stages"
 
     stride = 16  # input sizes must be multiples of this (the codec pads)
     # Memory: the self-attention holds (H·W/256)² weights, ~4 GB for a 3840×2160 image; use
     # attention=False (or tiles) for images that large.
+
+    def __post_init__(self):
+        # Hashable (Flax hashes modules), whatever mapping a config or model.json gave.
+        object.__setattr__(self, "quantizer", quantizers.freeze(self.quantizer))
+        super().__post_init__()
 
     def setup(self):
         self.g_a = encoder(self.N, self.latent_dim, self.num_res_blocks, self.attention)
@@ -228,7 +193,7 @@ class Model(nn.Module):
 
     def synthesis(self, indices: jax.Array) -> jax.Array:
         """indices [B, h, w, G'] → x̂; an RVQ decodes the first G' ≤ S stages."""
-        if self.quantizer == "rvq":
+        if self.latent_quantizer.prefix_decodable:
             z_q = self.latent_quantizer.decode(indices, num_stages=indices.shape[-1])
         else:
             z_q = self.latent_quantizer.decode(indices)
@@ -322,8 +287,9 @@ def latent_shapes(model: Model, height: int, width: int) -> dict[str, tuple[int,
 
 
 def progressive(model: Model) -> bool:
-    """Whether the model writes progressive files (an RVQ model: a stream per stage)."""
-    return model.quantizer == "rvq"
+    """Whether the model writes progressive files (its quantizer is `prefix_decodable`, an
+    RVQ: a stream per stage)."""
+    return prefix_stages(model) > 0
 
 
 def stream_specs(
@@ -336,15 +302,15 @@ def stream_specs(
     single stream of its version-1 files, a stage-count byte and at most S stages.
     """
     shape = latent_shapes(model, height, width)["indices"]
-    if model.quantizer != "rvq":
+    num_stages = prefix_stages(model)
+    if not num_stages:
         return [base.StreamSpec("indices", int(np.prod(shape)))]
     positions = int(np.prod(shape[:-1]))
     if not progressive:
-        return [base.StreamSpec("indices", positions * model.num_stages, prefix=1)]
+        return [base.StreamSpec("indices", positions * num_stages, prefix=1)]
     stage_map = base.StreamSpec("stage map", 1 + roi_lib.packed_bytes_bound(positions), raw=True)
     stages = [
-        base.StreamSpec(f"stage {s}", positions, optional=s > 1)
-        for s in range(1, model.num_stages + 1)
+        base.StreamSpec(f"stage {s}", positions, optional=s > 1) for s in range(1, num_stages + 1)
     ]
     return [stage_map, *stages]
 
@@ -353,7 +319,7 @@ def file_stages(model: Model, streams: list[bytes], declared: int) -> tuple[int,
     """(stages the file was written with, stages complete in it) of streams that passed
     `stream_specs`, of which `declared` the file declares (more when it was cut short); (1, 1)
     for a quantizer other than RVQ."""
-    if model.quantizer != "rvq":
+    if not prefix_stages(model):
         return 1, 1
     if len(streams) == 1 and declared == 1:  # version 1: one stream, its stage count
         stages = _legacy_stage_count(model, streams[0])
@@ -480,7 +446,7 @@ def compress(
     stages = _coded_stages(model, num_stages)
     if stages is None:
         if roi is not None:
-            raise ValueError(f"roi applies to an 'rvq' model, not {model.quantizer!r}")
+            raise ValueError(f"roi applies to an 'rvq' model, not {model.quantizer['name']!r}")
         prior = index_prior(model)
         return [
             [encode_indices(runner.coder("indices"), prior, i[None])]
@@ -526,7 +492,7 @@ def decompress(
     shape = latent_shapes(model, height, width)["indices"]
     limit = _coded_stages(model, num_stages)
     coder, prior = runner.coder("indices"), index_prior(model)
-    if model.quantizer != "rvq":
+    if not prefix_stages(model):
         return runner.call("synthesis", decode_indices(coder, prior, streams[0], shape))
     if len(streams) == 1:  # version 1: a stage-count byte, then every stage in one coder
         groups = min(_legacy_stage_count(model, streams[0]), limit)
@@ -544,11 +510,10 @@ def _stage_map(model: Model, data: bytes, shape: tuple[int, int], present: int) 
     """The map stream → int32 stages [h, w] of each position, at most `present`."""
     if data == b"\x00":
         return np.full(shape, present, np.int32)
-    outside = data[0]
-    if not 1 <= outside < model.num_stages:
+    outside, num_stages = data[0], prefix_stages(model)
+    if not 1 <= outside < num_stages:
         raise FormatError(
-            f"corrupted stage map (stages outside the region {outside}, not in "
-            f"1..{model.num_stages - 1})"
+            f"corrupted stage map (stages outside the region {outside}, not in 1..{num_stages - 1})"
         )
     mask = roi_lib.unpack_mask(data[1:], shape)
     if mask.all() or not mask.any():
@@ -558,18 +523,21 @@ def _stage_map(model: Model, data: bytes, shape: tuple[int, int], present: int) 
 
 def _legacy_stage_count(model: Model, data: bytes) -> int:
     """The stage count that starts a version-1 RVQ stream."""
-    if not data or not 1 <= data[0] <= model.num_stages:
-        raise FormatError(f"corrupted stream (stage count not in 1..{model.num_stages})")
+    num_stages = prefix_stages(model)
+    if not data or not 1 <= data[0] <= num_stages:
+        raise FormatError(f"corrupted stream (stage count not in 1..{num_stages})")
     return data[0]
 
 
 def _coded_stages(model: Model, num_stages: int | None) -> int | None:
     """How many RVQ stages to code (None for other quantizers, which code every group)."""
-    if model.quantizer != "rvq":
+    total = prefix_stages(model)
+    if not total:
         if num_stages is not None:
-            raise ValueError(f"num_stages applies to an 'rvq' model, not {model.quantizer!r}")
+            name = model.quantizer["name"]
+            raise ValueError(f"num_stages applies to an 'rvq' model, not {name!r}")
         return None
-    stages = model.num_stages if num_stages is None else int(num_stages)
-    if not 1 <= stages <= model.num_stages:
-        raise ValueError(f"num_stages must be in 1..{model.num_stages}, got {num_stages}")
+    stages = total if num_stages is None else int(num_stages)
+    if not 1 <= stages <= total:
+        raise ValueError(f"num_stages must be in 1..{total}, got {num_stages}")
     return stages

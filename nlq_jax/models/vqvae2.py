@@ -30,12 +30,16 @@ quantizer both levels code all their stages (prefix files are `nlq`'s feature).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.core import FrozenDict
 
+from nlq_jax import quantizers
 from nlq_jax.entropy import categorical
 from nlq_jax.layers.blocks import AttentionBlock, ResidualBlock, SelfAttention
 from nlq_jax.layers.conv import DownConv, UpConv
@@ -58,14 +62,16 @@ def get_default_sizes(quality: int) -> dict:
     """Model sizes for quality 1–8: larger codebooks for higher qualities."""
     if not 1 <= quality <= 8:
         raise ValueError(f"quality must be in 1..8, got {quality}")
-    return {"N": 128 if quality <= 4 else 192, "codebook_size": 2 ** (7 + quality)}
+    quantizer = {"name": "vq", "codebook_size": 2 ** (7 + quality)}
+    return {"N": 128 if quality <= 4 else 192, "quantizer": quantizer}
+
+
+# The small model the tests build (tests/conftest.py).
+SMALL_SIZES = {"N": 16, "latent_dim": 8, "quantizer": {"name": "vq", "codebook_size": 32}}
 
 
 class Model(nn.Module):
     """Two-level VQ-VAE-2; see the module docstring for the data flow.
-
-    The quantizer attributes (`quantizer` ... `temperature`) are those of `nlq.Model` and
-    apply to both levels.
 
     Attributes:
       N: channels of the transforms.
@@ -73,17 +79,8 @@ class Model(nn.Module):
       bottom_stride: 8 or 4, the bottom latent's down-sampling (the top's is 16).
       attention: self-attention and Cheng's attention module at the top latent's resolution.
       upsampling: `UpConv` method of g_s, g_s_top and the top latent's up-sampling.
-      quantizer: "vq", "rvq", "pvq", "fsq", "scalar" or "gumbel" (both levels).
-      codebook_size: codes per codebook (vq, rvq, pvq, gumbel).
-      num_stages: residual stages (rvq).
-      groups: sub-vectors with their own codebook (pvq).
-      levels: levels per channel (fsq, scalar).
-      commitment_cost: β of the commitment loss (vq, rvq, pvq).
-      ema_decay: decay of the EMA codebook updates (vq, rvq, pvq).
-      dead_code_threshold: codes used less than this (EMA count) are restarted (0: never).
-      kmeans_init: initialise the codebooks by k-means on the first training batch.
-      stage_dropout: fraction of the examples trained with a random prefix of RVQ stages.
-      temperature, temperature_end, temperature_decay_steps: the Gumbel-softmax schedule.
+      quantizer: the quantizer's sub-dict, as `nlq.Model`'s (one quantizer of these options
+        per level), e.g. `dict(name="vq", codebook_size=512)`.
       conditional_prior: each level's index group g is conditioned on its group g − 1.
     """
 
@@ -92,22 +89,15 @@ class Model(nn.Module):
     bottom_stride: int = 8
     attention: bool = True
     upsampling: str = "phase"
-    quantizer: str = "vq"
-    codebook_size: int = 512
-    num_stages: int = 2
-    groups: int = 1
-    levels: tuple[int, ...] = (8, 5, 5, 5)
-    commitment_cost: float = 0.25
-    ema_decay: float = 0.99
-    dead_code_threshold: float = 1.0
-    kmeans_init: bool = True
-    stage_dropout: float = 1.0
-    temperature: float = 1.0
-    temperature_end: float = 1.0 / 16
-    temperature_decay_steps: int = 0
+    quantizer: Mapping[str, Any] = FrozenDict(name="vq", codebook_size=512)
     conditional_prior: bool = False
 
     stride = 16  # input sizes must be multiples of this (the codec pads)
+
+    def __post_init__(self):
+        # Hashable (Flax hashes modules), whatever mapping a config or model.json gave.
+        object.__setattr__(self, "quantizer", quantizers.freeze(self.quantizer))
+        super().__post_init__()
 
     def setup(self):
         if self.bottom_stride not in (4, 8):

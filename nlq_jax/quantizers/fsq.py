@@ -59,6 +59,8 @@ class FSQ(nn.Module):
     dim: int | None = None
     eps: float = 1e-3
 
+    prefix_decodable = False  # every index group is needed
+
     @property
     def num_codes(self) -> tuple[int, ...]:
         return (math.prod(int(n) for n in self.levels),)

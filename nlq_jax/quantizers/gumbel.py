@@ -64,6 +64,8 @@ class GumbelQuantizer(nn.Module):
     hard: bool = True
     kl_weight: float = 5e-4
 
+    prefix_decodable = False  # every index group is needed
+
     @property
     def num_codes(self) -> tuple[int, ...]:
         return (self.codebook_size,)

@@ -38,6 +38,8 @@ class LearnedScalarQuantizer(nn.Module):
     levels: int | Sequence[int] = 16
     init_scale: float = 1.0
 
+    prefix_decodable = False  # every index group is needed
+
     def _levels(self, dim: int | None = None) -> np.ndarray:
         if isinstance(self.levels, int):
             dim = self.dim if dim is None else dim

@@ -46,6 +46,8 @@ class ProductVQ(nn.Module):
     dead_threshold: float = 1.0
     axis_name: str | None = None
 
+    prefix_decodable = False  # every index group is needed
+
     @property
     def num_codes(self) -> tuple[int, ...]:
         return (self.codebook_size,) * self.groups

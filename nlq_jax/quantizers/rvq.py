@@ -66,7 +66,8 @@ class ResidualVQ(nn.Module):
       codebook_size: K of every stage.
       dim: D (None: from the input).
       dropout: quantizer dropout in training (only when `num_stages` is not given per call).
-      dropout_rate: fraction of the examples that draw a random prefix; the others use all S.
+      dropout_rate: fraction of the examples that draw a random prefix; the others use all S
+        (0: no dropout).
       beta ... axis_name: the `VectorQuantizer` options of every stage.
       commitment: "stages" (β on every stage's residual) or "total" (β on z's distance to the
         sum of the stages it uses); see the module docstring.
@@ -89,6 +90,9 @@ class ResidualVQ(nn.Module):
     dead_threshold: float = 1.0
     axis_name: str | None = None
     commitment: str = "stages"
+
+    # Any prefix of the stages is a coarser code: `decode(indices, num_stages=n)`.
+    prefix_decodable = True
 
     @property
     def num_codes(self) -> tuple[int, ...]:
@@ -138,7 +142,7 @@ class ResidualVQ(nn.Module):
         keys = [None] * (n + 1) if rng is None else list(jax.random.split(rng, n + 1))
 
         active = None
-        drop = train and self.dropout and num_stages is None and n > 1
+        drop = train and self.dropout and self.dropout_rate > 0 and num_stages is None and n > 1
         if drop and not self.is_initializing():
             batch = z.shape[0]
             u = jax.random.uniform(keys[n], (2 * batch,))

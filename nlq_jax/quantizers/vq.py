@@ -277,7 +277,8 @@ class VectorQuantizer(nn.Module):
       kmeans_init: initialise the codebook by k-means++ and `kmeans_iters` Lloyd iterations
         on the first training batch.
       kmeans_iters: Lloyd iterations after the k-means++ seeding.
-      restart_dead: replace codes whose EMA count is below `dead_threshold` by batch vectors.
+      restart_dead: replace codes whose EMA count is below `dead_threshold` by batch vectors
+        (only when the threshold is positive).
       dead_threshold: the EMA count (vectors per batch) below which a code is dead; restarted
         codes get this count. 0 disables restarts.
       axis_name: `pmean` the EMA statistics over this axis (shard_map; see module docstring).
@@ -297,9 +298,15 @@ class VectorQuantizer(nn.Module):
     dead_threshold: float = 1.0
     axis_name: str | None = None
 
+    prefix_decodable = False  # one index group
+
     @property
     def num_codes(self) -> tuple[int, ...]:
         return (self.codebook_size,)
+
+    @property
+    def _restarts(self) -> bool:
+        return self.restart_dead and self.dead_threshold > 0
 
     def _variables(self, dim: int):
         """Creates (at init) or fetches the state variables and the gradient-mode delta."""
@@ -367,7 +374,7 @@ class VectorQuantizer(nn.Module):
             w = jnp.broadcast_to(mask, lead).reshape(-1).astype(jnp.float32)
 
         update = train and self.is_mutable_collection(STATE) and not self.is_initializing()
-        if update and (self.kmeans_init or self.restart_dead):
+        if update and (self.kmeans_init or self._restarts):
             key = rng if rng is not None else self.make_rng("quantizer")
             key_init, key_restart = jax.random.split(key)
             if self.kmeans_init:
@@ -400,7 +407,7 @@ class VectorQuantizer(nn.Module):
                     batch = jax.lax.pmean(batch, self.axis_name)
                 size_v.value = self.decay * size_v.value + (1.0 - self.decay) * batch
         dead_codes = jnp.sum(size_v.value < self.dead_threshold).astype(jnp.float32)
-        if update and self.restart_dead:
+        if update and self._restarts:
             self._restart(key_restart, x, w, codebook_v, size_v, sum_v, delta)
 
         if train:

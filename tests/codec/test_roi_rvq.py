@@ -27,14 +27,17 @@ from nlq_jax.errors import ImageError
 from nlq_jax.models import nlq
 
 # Small and quick to compile: no attention, random codebooks (no k-means on a first batch).
-TINY = {"N": 16, "latent_dim": 8, "codebook_size": 32, "num_stages": 3, "levels": (5, 3),
-        "attention": False, "kmeans_init": False}  # fmt: skip
+TINY = {"N": 16, "latent_dim": 8, "attention": False}
+TINY_QUANTIZERS = {
+    "rvq": {"name": "rvq", "codebook_size": 32, "num_stages": 3, "kmeans_init": False},
+    "fsq": {"name": "fsq", "levels": (5, 3)},
+}
 
 
 @functools.cache
 def random_nlq(quantizer: str = "rvq") -> Codec:
     """A tiny NLQ model with random weights."""
-    kwargs = TINY | {"quantizer": quantizer}
+    kwargs = TINY | {"quantizer": TINY_QUANTIZERS[quantizer]}
     model = models.get_model("nlq", **kwargs)
     x = np.zeros((1, 16, 16, 3), np.float32)
     rngs = {name: jax.random.PRNGKey(i) for i, name in enumerate(("params", "quantizer"))}

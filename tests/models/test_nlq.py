@@ -7,6 +7,7 @@ bit, at an odd image size (the codec pads), for each quantizer of `nlq_jax.quant
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -14,25 +15,26 @@ import jax
 import numpy as np
 import pytest
 
-from nlq_jax import checkpoint, losses, models, train
+from nlq_jax import checkpoint, losses, models, quantizers, train
 from nlq_jax.codec import container
 from nlq_jax.codec.api import Codec, pad_to_multiple, to_model_input
 from nlq_jax.config_base import discrete_base
 from nlq_jax.errors import CheckpointError, FormatError
 from nlq_jax.models import nlq
 
-TINY = {"N": 16, "latent_dim": 8, "codebook_size": 32}
+TINY = {"N": 16, "latent_dim": 8}
+RVQ2 = {"name": "rvq", "codebook_size": 32, "num_stages": 2}
 # name → (model, kwargs): every quantizer, a conditional prior, and the two-level model.
 VARIANTS = {
-    "vq": ("nlq", {"quantizer": "vq"}),
-    "rvq": ("nlq", {"quantizer": "rvq", "num_stages": 3}),
-    "rvq-conditional": ("nlq", {"quantizer": "rvq", "num_stages": 2, "conditional_prior": True}),
-    "pvq": ("nlq", {"quantizer": "pvq", "groups": 2}),
-    "fsq": ("nlq", {"quantizer": "fsq", "levels": (5, 5, 3)}),
-    "scalar": ("nlq", {"quantizer": "scalar", "levels": (7,)}),
-    "gumbel": ("nlq", {"quantizer": "gumbel"}),
-    "vqvae2": ("vqvae2", {"quantizer": "vq"}),
-    "vqvae2-s4-rvq": ("vqvae2", {"quantizer": "rvq", "bottom_stride": 4, "num_stages": 2}),
+    "vq": ("nlq", {"quantizer": {"name": "vq", "codebook_size": 32}}),
+    "rvq": ("nlq", {"quantizer": {"name": "rvq", "codebook_size": 32, "num_stages": 3}}),
+    "rvq-conditional": ("nlq", {"quantizer": RVQ2, "conditional_prior": True}),
+    "pvq": ("nlq", {"quantizer": {"name": "pvq", "codebook_size": 32, "groups": 2}}),
+    "fsq": ("nlq", {"quantizer": {"name": "fsq", "levels": (5, 5, 3)}}),
+    "scalar": ("nlq", {"quantizer": {"name": "scalar", "levels": 7}}),
+    "gumbel": ("nlq", {"quantizer": {"name": "gumbel", "codebook_size": 32}}),
+    "vqvae2": ("vqvae2", {"quantizer": {"name": "vq", "codebook_size": 32}}),
+    "vqvae2-s4-rvq": ("vqvae2", {"quantizer": RVQ2, "bottom_stride": 4}),
 }
 RNGS = {"params": 0, "noise": 1, "quantizer": 2}
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +63,7 @@ def random_codec(variant: str) -> Codec:
 
 
 def test_forward_contract():
-    model = models.get_model("nlq", **TINY, quantizer="rvq", num_stages=2)
+    model = models.get_model("nlq", **TINY, quantizer=RVQ2)
     x = _images()
     variables = model.init(_rngs(), x, training=True)
     assert {"g_a", "g_s", "prior"} <= set(variables["params"])
@@ -87,7 +89,7 @@ def test_forward_contract():
 def test_default_sizes_and_configs_build_the_models():
     for q in range(1, 9):
         sizes = nlq.get_default_sizes(q)
-        assert sizes["num_stages"] >= 1 and sizes["codebook_size"] > 1
+        assert sizes["quantizer"]["num_stages"] >= 1 and sizes["quantizer"]["codebook_size"] > 1
     with pytest.raises(ValueError):
         nlq.get_default_sizes(0)
     for name in ("vqvae", "rvq", "pvq", "fsq", "vqvae2"):
@@ -99,12 +101,19 @@ def test_default_sizes_and_configs_build_the_models():
             model = models.get_model(c.model.name, **train.model_kwargs(c))
             assert c.data.crop_size % model.stride == 0
             assert math.prod(nlq.build_quantizer(model).num_codes) > 1
+            # The config writes out every option of its quantizer (but the shard_map-only
+            # axis_name), so each one can be overridden on the locked config.
+            options = c.model.quantizer.to_dict()
+            expected = {"name", *quantizers.option_names(options["name"])} - {"axis_name"}
+            assert set(options) == expected, name
+            with pytest.raises(AttributeError):
+                c.model.quantizer.codebook_sise = 3  # a typo is an error
     with pytest.raises(AttributeError):
-        discrete_base("nlq").lock().model.codebook_sise = 3  # a typo is an error
+        discrete_base("nlq").lock().model.codebook_sise = 3
 
 
 def test_fit_priors_is_the_smoothed_code_frequency():
-    model = models.get_model("nlq", **TINY, quantizer="rvq", num_stages=2, conditional_prior=True)
+    model = models.get_model("nlq", **TINY, quantizer=RVQ2, conditional_prior=True)
     indices = np.random.default_rng(0).integers(0, 32, size=(3, 5, 7, 2)).astype(np.int32)
     counts = nlq.code_counts((32, 32), True, indices)
     params = {"prior": {"logits_0": np.zeros(32), "logits_1": np.zeros((32, 32))}}
@@ -136,9 +145,10 @@ def test_decompress_equals_eval_forward_exactly(variant):
     shapes = codec.module.latent_shapes(codec.model, 48, 64)
     _, streams = container.unpack(data)
     prior = nlq.index_prior(codec.model)
-    if codec.model_name == "nlq" and codec.model.quantizer == "rvq":  # a stream per stage
-        assert streams[0] == b"\x00" and len(streams) == 1 + codec.model.num_stages
-        every = np.full(shapes["indices"][1:3], codec.model.num_stages)
+    if codec.model_name == "nlq" and nlq.prefix_stages(codec.model):  # a stream per stage
+        num_stages = codec.model.quantizer["num_stages"]
+        assert streams[0] == b"\x00" and len(streams) == 1 + num_stages
+        every = np.full(shapes["indices"][1:3], num_stages)
         decoded = nlq.decode_stages(
             codec.runner.coder("indices"), prior, streams[1:], shapes["indices"], every
         )
@@ -235,6 +245,32 @@ def test_export_keeps_the_quantizer_state(tmp_path):
     (tmp_path / "export" / "model.json").write_text(meta)
     with pytest.raises(CheckpointError, match="hash"):
         Codec.load(tmp_path / "export")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_exports_with_flat_quantizer_arguments_still_load(tmp_path, version):
+    """An export written before the quantizer sub-dict stores the quantizer's options flat
+    (quantizer="rvq", codebook_size=...): it loads as the model they meant, with the parameter
+    names it has (latent_quantizer, prior, ...), and keeps its hash, so its files decode."""
+    codec = random_codec("rvq-conditional")
+    flat = {**TINY, "quantizer": "rvq", "codebook_size": 32, "num_stages": 2,
+            "conditional_prior": True}  # fmt: skip
+    path = checkpoint.export(
+        tmp_path / "old", "nlq", flat, codec.params, codec.tables,
+        model_state=codec.model_state, version=version,
+    )  # fmt: skip
+    meta = json.loads((path / "model.json").read_text())
+    assert meta["kwargs"] == flat
+    old = Codec.load(path)
+    assert old.hash.hex() == meta["hash"]  # what its files carry
+    assert set(old.params) == {"g_a", "g_s", "prior"}
+    assert set(old.model_state["quantizer_state"]) == {"latent_quantizer"}
+    pixels = (_images((40, 40, 3), seed=7) * 255).astype(np.uint8)
+    data = old.compress(pixels)
+    assert len(container.unpack(data)[1]) == 3  # progressive: map, stage 1, stage 2
+    for n in (1, 2):
+        new = codec.compress(pixels, num_stages=n)
+        np.testing.assert_array_equal(old.decompress(data, num_stages=n), codec.decompress(new))
 
 
 def test_cli_codes_rvq_prefixes_and_refuses_them_elsewhere(tmp_path, capsys):
