@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nlq_jax.domains import get_domain
 from nlq_jax.latent_codecs.base import Context
 from nlq_jax.models import base
 from nlq_jax.models import roi as roi_lib
@@ -44,19 +43,21 @@ ROOT = ("entropy",)
 class LatentCodecModel(nn.Module):
     """A model `x → g_a → y → entropy (a latent codec) → ŷ → g_s → x̂`.
 
-    Subclasses set `g_a`, `g_s` and `entropy` in `setup`, and the class attributes `stride`
+    Subclasses set `g_a`, `g_s` and `entropy` in `setup` (or override `analysis` /
+    `synthesis`, e.g. for a ŷ of two levels), and the class attributes `stride`
     (input sizes must be multiples of it), `domain` (`nlq_jax.domains`) and, for the decoder's
     memory bound, `synthesis_bytes_per_pixel()` and `bytes_per_symbol`.
     """
 
     domain = "image"
+    channels = 3  # of its input (the domain's sample)
     bytes_per_symbol = 64
 
     def __call__(self, x: jax.Array, *, training: bool) -> dict:
         """x: float [B, ...] in [0, 1] → {"x_hat", "bits": {key: [B]}, "aux": {...}} (a codec
         may add auxiliary losses and statistics: a discrete quantizer's)."""
-        y_hat, bits, *aux = self.entropy(self.g_a(x), training=training)
-        return {"x_hat": self.g_s(y_hat), "bits": bits, "aux": dict(aux[0]) if aux else {}}
+        y_hat, bits, *aux = self.entropy(self.analysis(x), training=training)
+        return {"x_hat": self.synthesis(y_hat), "bits": bits, "aux": dict(aux[0]) if aux else {}}
 
     def analysis(self, x: jax.Array) -> jax.Array:
         return self.g_a(x)
@@ -66,18 +67,23 @@ class LatentCodecModel(nn.Module):
 
     def latents(self, x: jax.Array) -> dict:
         """{key: latent} of the coded latents for input x (traced by `latent_shapes`)."""
-        return self.entropy.latents(self.g_a(x))
+        return self.entropy.latents(self.analysis(x))
 
     def synthesis_bytes_per_pixel(self) -> float:
         """Peak bytes per output pixel of g_s (see `nlq_jax.models.factorized`)."""
         raise NotImplementedError
+
+    def extra_decode_bytes(self, height: int, width: int) -> int:
+        """What decoding a (padded) input size holds beyond g_s's per-pixel peak and the
+        symbols (e.g. a self-attention's weights); 0 by default."""
+        return 0
 
 
 @functools.lru_cache(maxsize=64)
 def _abstract(model: nn.Module):
     """The model bound to abstract variables (shapes only): its codec tree's host methods that
     need no weights (stream specs) work on it without initializing anything."""
-    x = jnp.zeros((1, model.stride, model.stride, 3), jnp.float32)
+    x = jnp.zeros((1, model.stride, model.stride, model.channels), jnp.float32)
     variables = jax.eval_shape(
         lambda k: model.init({"params": k, "noise": k}, x, training=False), jax.random.key(0)
     )
@@ -87,8 +93,7 @@ def _abstract(model: nn.Module):
 @functools.lru_cache(maxsize=256)
 def _shapes(model: nn.Module, height: int, width: int) -> tuple:
     _, variables = _abstract(model)
-    channels = get_domain(model.domain).channels[-1]
-    x = jax.ShapeDtypeStruct((1, height, width, channels), jnp.float32)
+    x = jax.ShapeDtypeStruct((1, height, width, model.channels), jnp.float32)
     out = jax.eval_shape(lambda v, x: model.apply(v, x, method="latents"), variables, x)
     return tuple(sorted((k, tuple(v.shape)) for k, v in out.items()))
 
@@ -123,7 +128,7 @@ def decode_memory(model: nn.Module, height: int, width: int) -> int:
         height,
         width,
         model.synthesis_bytes_per_pixel(),
-        base.coding_bytes(specs, model.bytes_per_symbol),
+        base.coding_bytes(specs, model.bytes_per_symbol) + model.extra_decode_bytes(height, width),
     )
 
 
@@ -191,7 +196,7 @@ def functions():
 
 def progressive(model: nn.Module) -> bool:
     """Whether the model writes progressive files (any prefix of its streams decodes)."""
-    return bool(getattr(_abstract(model)[0].entropy, "progressive", lambda: False)())
+    return bool(getattr(_abstract(model)[0].entropy, "writes_progressive", lambda: False)())
 
 
 def file_stages(model: nn.Module, streams: list[bytes], declared: int) -> tuple[int, int]:
