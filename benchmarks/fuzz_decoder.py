@@ -12,9 +12,11 @@ seeds. Case i is a pure function of (`--seed`, i): target i mod len(TARGETS), a 
 then 1–3 mutations of its structure (`MUTATIONS`: header fields, declared sizes, a
 declared-size bomb with empty or one-word streams, the stream count and lengths, streams
 spliced from other files, duplicated, removed, emptied, truncated, extended, bit-flipped,
-randomized or reordered, an RVQ stage map's first byte, the version-2 flags (a file of any
-model made progressive), the file cut short, a raw byte), serialized with recomputed CRCs
-(version 1's, or version 2's per header and stream) so that the damage reaches the decoder.
+randomized or reordered, an RVQ stage map's first byte, the flags (a file of any model made
+progressive), the domain byte and the shape's rank, the file cut short, a raw byte),
+serialized with recomputed CRCs (version 1's, or versions 2 and 3's per header and stream) so
+that the damage reaches the decoder. Seeds are version 3 (what `pack` writes); the "version"
+mutation may rewrite one in the layout of version 1 or 2.
 
 Cases run in one worker subprocess (`--worker`), which decodes each with
 `Codec.decompress(data, max_memory=--max-memory)` and reports its outcome: decoded, a clean
@@ -76,39 +78,56 @@ OUTCOME_ORDER = ("decoded", "error", "uncaught", "hang", "over memory", "crash")
 
 # The file's fields, serialized without any validation (unlike `container.pack`).
 def parse(data: bytes) -> dict:
-    """A valid .nlq file, version 1 or 2 → its fields (see `nlq_jax.codec.container`)."""
+    """A valid .nlq file, version 1, 2 or 3 → its fields (see `nlq_jax.codec.container`); an
+    image's `shape` is [height, width, channels]."""
     n = data[5]
     name = data[6 : 6 + n]
-    model_hash, h, w, channels, k = struct.unpack_from("<16sIIBB", data, 6 + n)
-    at = 6 + n + 26
     layout = data[4]
-    flags = data[at] if layout == 2 else 0
-    at += layout == 2
-    crc = 4 if layout == 2 else 0  # version 2: a CRC after the lengths and each stream
+    if layout == 3:
+        model_hash, domain, rank = struct.unpack_from("<16sBB", data, 6 + n)
+        shape = list(struct.unpack_from(f"<{rank}I", data, 24 + n))
+        at = 24 + n + 4 * rank
+        flags, k = data[at], data[at + 1]
+        at += 2
+    else:
+        model_hash, h, w, channels, k = struct.unpack_from("<16sIIBB", data, 6 + n)
+        domain, shape = 0, [h, w, channels]
+        at = 6 + n + 26
+        flags = data[at] if layout == 2 else 0
+        at += layout == 2
+    crc = 4 if layout >= 2 else 0  # versions 2, 3: a CRC after the lengths and each stream
     lengths = list(struct.unpack_from(f"<{k}I", data, at))
     streams, at = [], at + 4 * k + crc
     for length in lengths:
         streams.append(data[at : at + length])
         at += length + crc
     return {"version": data[4], "layout": layout, "flags": flags, "name": name,
-            "hash": model_hash, "height": h, "width": w, "channels": channels, "count": None,
+            "hash": model_hash, "domain": domain, "shape": shape, "count": None,
             "lengths": None, "streams": streams, "cut": 0}  # fmt: skip
 
 
 def serialize(f: dict) -> bytes:
     """Fields → bytes with valid CRCs, in the layout of version `layout` (whatever the version
-    byte says); `count` / `lengths` None: those of the streams; then `cut` bytes cut off."""
+    byte says); `count` / `lengths` None: those of the streams; then `cut` bytes cut off.
+    Versions 1 and 2 write the shape's first two sizes and its last (1 if it has fewer)."""
     streams = f["streams"]
     count = len(streams) if f["count"] is None else f["count"]
     lengths = [len(s) for s in streams] if f["lengths"] is None else f["lengths"]
+    shape = f["shape"]
+    if f["layout"] == 3:
+        sizes = bytes([f["domain"] & 255, len(shape) & 255]) + b"".join(
+            struct.pack("<I", n & 0xFFFFFFFF) for n in shape
+        )
+        tail = bytes([f["flags"] & 255, count & 255])
+    else:
+        h, w, c = [*shape[:2], 1, 1][:2] + [shape[-1] if shape else 1]
+        sizes = struct.pack("<II", h & 0xFFFFFFFF, w & 0xFFFFFFFF) + bytes([c & 255])
+        tail = bytes([count & 255]) + (bytes([f["flags"] & 255]) if f["layout"] == 2 else b"")
     head = b"".join([
         b"\x89NLQ", bytes([f["version"] & 255, len(f["name"]) & 255]), f["name"],
-        f["hash"], struct.pack("<II", f["height"] & 0xFFFFFFFF, f["width"] & 0xFFFFFFFF),
-        bytes([f["channels"] & 255, count & 255]),
-        bytes([f["flags"] & 255]) if f["layout"] == 2 else b"",
-        b"".join(struct.pack("<I", n & 0xFFFFFFFF) for n in lengths),
+        f["hash"], sizes, tail, b"".join(struct.pack("<I", n & 0xFFFFFFFF) for n in lengths),
     ])  # fmt: skip
-    if f["layout"] == 2:
+    if f["layout"] >= 2:
         out = head + struct.pack("<I", zlib.crc32(head))
         for stream in streams:
             out += stream
@@ -157,9 +176,32 @@ def _random_words(rng, s: bytes) -> bytes:
 
 
 def _bomb(f, rng, pool) -> None:
-    f["height"], f["width"] = _pick(rng, BOMBS)
+    f["shape"][:2] = _pick(rng, BOMBS)
     word = _pick(rng, (b"", bytes(4), b"\xff" * 4))
     f["streams"] = [word for _ in f["streams"]]
+
+
+def _size(f, axis: int, value: int) -> None:
+    if len(f["shape"]) > abs(axis) - (axis < 0):
+        f["shape"][axis] = value
+
+
+def _version(f, rng, pool) -> None:
+    """Another version byte; 1 or 2 sometimes also rewrites the file in that version's layout."""
+    version = _pick(rng, (0, 1, 2, 4, 255))
+    rewrite = version in (1, 2) and rng.random() < 0.5
+    f.update(version=version, layout=version if rewrite else f["layout"])
+
+
+def _rank(f, rng, pool) -> None:
+    """A shape of another rank: a size dropped or added, or a rank byte of no sizes."""
+    edit = int(rng.integers(3))
+    if edit == 0 and f["shape"]:
+        f["shape"].pop(int(rng.integers(len(f["shape"]))))
+    elif edit == 1:
+        f["shape"].insert(int(rng.integers(len(f["shape"]) + 1)), _pick(rng, (1, 2, 3, 64)))
+    else:
+        f["shape"] = [1] * _pick(rng, (0, 8, 9, 255))
 
 
 def _stages(f, rng, pool) -> None:
@@ -170,15 +212,17 @@ def _stages(f, rng, pool) -> None:
 
 # name → mutation(fields, rng, pool of other seed files' fields).
 MUTATIONS = {
-    "version": lambda f, rng, pool: f.update(version=_pick(rng, (0, 2, 255))),
+    "version": _version,
     "name": lambda f, rng, pool: f.update(
         name=_pick(rng, (b"", b"Hyperprior", b"x" * 65, b"nlq", b"factorized", rng.bytes(5)))
     ),
     "hash": lambda f, rng, pool: f.update(hash=_flip(rng, f["hash"])),
-    "height": lambda f, rng, pool: f.update(height=_pick(rng, SIDES)),
-    "width": lambda f, rng, pool: f.update(width=_pick(rng, SIDES)),
+    "height": lambda f, rng, pool: _size(f, 0, _pick(rng, SIDES)),
+    "width": lambda f, rng, pool: _size(f, 1, _pick(rng, SIDES)),
     "size_bomb": _bomb,
-    "channels": lambda f, rng, pool: f.update(channels=_pick(rng, (0, 1, 2, 3, 4, 255))),
+    "channels": lambda f, rng, pool: _size(f, -1, _pick(rng, (0, 1, 2, 3, 4, 255))),
+    "domain": lambda f, rng, pool: f.update(domain=_pick(rng, (0, 1, 2, 255))),
+    "rank": _rank,
     "count": lambda f, rng, pool: f.update(
         count=_pick(rng, (0, 1, len(f["streams"]) - 1, len(f["streams"]) + 1, 32, 33, 255))
     ),
@@ -195,7 +239,10 @@ MUTATIONS = {
     "randomize": lambda f, rng, pool: _edit_stream(f, rng, lambda s: _random_words(rng, s)),
     "reorder": lambda f, rng, pool: f["streams"].reverse(),
     "stages": _stages,
-    "flags": lambda f, rng, pool: f.update(version=2, layout=2, flags=_pick(rng, (0, 1, 2, 255))),
+    "flags": lambda f, rng, pool: f.update(
+        flags=_pick(rng, (0, 1, 2, 255)),
+        **({} if f["layout"] >= 2 else {"version": 2, "layout": 2}),
+    ),
     "cut": lambda f, rng, pool: f.update(cut=_pick(rng, (1, 3, 4, 5, 8, 17, 64, 200))),
 }
 
@@ -270,9 +317,12 @@ def random_codec(name: str, kwargs: dict, label: str):
     """Model `name` of these sizes with random weights (seed 0): a `Codec`."""
     import jax
 
-    from nlq_jax import models
+    from nlq_jax import models, quantizers
     from nlq_jax.codec.api import Codec
 
+    # `TARGETS` keeps the quantizer's options flat (as `seed_files` reads them); the models
+    # take them as a sub-dict.
+    kwargs = quantizers.from_legacy_kwargs(name, kwargs)
     model = models.get_model(name, **kwargs)
     x = np.zeros((1, model.stride, model.stride, 3), np.float32)
     init = jax.jit(functools.partial(model.init, training=True))

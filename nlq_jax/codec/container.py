@@ -1,17 +1,46 @@
-"""The .nlq container: one compressed image, its model's identity, and checksums (versions 1, 2).
+"""The .nlq container: one compressed signal, its model's identity, and checksums (versions 1-3).
 
-A .nlq file holds the entropy-coded streams of one image and enough to refuse decoding it with
-the wrong model: the model's name and a hash of its weights and coding tables. Every integer is
-little-endian. With `n` the length of the model name and `k` the number of streams, version 1
-(every model's files but the progressive ones) is:
+A .nlq file holds the entropy-coded streams of one signal (an image; the format is the same
+for audio or video) and enough to refuse decoding it with the wrong model: the model's name and
+a hash of its weights and coding tables. Every integer is little-endian. `pack` writes version
+3; `unpack` also reads versions 1 and 2, which are images. With `n` the length of the model
+name, `r` the rank of the signal's shape and `k` the number of streams, version 3 is:
 
 ```
 offset          size  field
 0               4     magic b"\\x89NLQ" (the high byte catches 7-bit transfers, as in PNG)
-4               1     format version, u8: 1
+4               1     format version, u8: 3
 5               1     n = model name length, u8, 1..64
 6               n     model name, ASCII [a-z0-9_]
 6+n             16    model hash (opaque here: truncated sha256 of weights + tables)
+22+n            1     domain, u8 (`nlq_jax.domains.Domain.code`): 0 image
+23+n            1     r = rank of the shape, u8, 1..8
+24+n            4r    the shape of the signal, each size u32, 1..2^32-1; the domain checks
+                      it (an image: r = 3, (height, width, channels), each side 1..65535,
+                      channels 1 (decode to greyscale) or 3 (RGB))
+24+n+4r         1     flags, u8: bit 0 progressive (any prefix of the streams, from the
+                      first, is a valid coarser file); the other bits are 0
+25+n+4r         1     k = number of streams, u8, 1..32
+26+n+4r         4k    length of each stream in bytes, u32, 0..2^32-1
+26+n+4r+4k      4     CRC-32 (zlib.crc32) of every byte before it (header and lengths), u32
+30+n+4r+4k      ...   each stream in order: its bytes, then the CRC-32 of every byte of the
+                      file before that CRC (so the last one is a whole-file CRC)
+```
+
+Its overhead around the streams is `30 + n + 4r + 8k` bytes (`HEADER_OVERHEAD`; 42 + n + 8k
+for an image). The maximum sizes: a name of 64 characters, 32 streams of 2^32-1 bytes each, a
+shape of rank 8 whose sizes are each at most 2^32-1 (an image's sides 65535), and what
+`unpack`'s `max_pixels` admits (the product of the spatial sizes: an image's pixels); a file
+read from disk is at most `MAX_FILE_BYTES` (1 GiB). Version 1 (the files of every model
+but the progressive ones, before version 3) is:
+
+```
+offset          size  field
+0               4     magic b"\\x89NLQ"
+4               1     format version, u8: 1
+5               1     n = model name length, u8, 1..64
+6               n     model name, ASCII [a-z0-9_]
+6+n             16    model hash
 22+n            4     image height, u32, 1..65535
 26+n            4     image width, u32, 1..65535
 30+n            1     channels, u8: 1 (decode to greyscale) or 3 (RGB)
@@ -21,40 +50,42 @@ offset          size  field
 end-4           4     CRC-32 (zlib.crc32) of every byte before it, u32
 ```
 
-Its overhead around the streams is `36 + n + 4k` bytes (`HEADER_OVERHEAD`). Version 2 (the
-files of a progressive model, `Header.progressive`: an RVQ model's stages) checks the header
-and each stream on its own, so that a file cut short keeps its complete streams:
+Its overhead is `36 + n + 4k` bytes. Version 2 (the files of a progressive model, before
+version 3: an RVQ model's stages) checks the header and each stream on its own, as version 3
+does, so that a file cut short keeps its complete streams:
 
 ```
 offset          size  field
 0               32+n  as version 1 up to k (the version byte is 2)
-32+n            1     flags, u8: bit 0 progressive (any prefix of the streams, from the
-                      first, is a valid coarser file); the other bits are 0
+32+n            1     flags, u8: as version 3's
 33+n            4k    length of each stream in bytes, u32
 33+n+4k         4     CRC-32 of every byte before it (header and length table), u32
-37+n+4k         ...   each stream in order: its bytes, then the CRC-32 of every byte of the
-                      file before that CRC (so the last one is a whole-file CRC, as in v1)
+37+n+4k         ...   each stream in order: its bytes, then its CRC, as in version 3
 ```
 
-Its overhead is `37 + n + 8k` bytes. `unpack` reads both versions and wants the whole file.
-`unpack_partial` also takes a progressive file cut short anywhere after its first stream (a
-download interrupted, a file truncated to a byte budget): it returns the streams that are
-complete with their CRC, and how many the file declares; a stream the data ends inside is
-dropped. What it refuses, like `unpack`: an end inside the header or the length table or
-before the first stream and its CRC are complete (truncation), and a complete stream or header
-whose CRC fails (corruption, never taken for truncation); a non-progressive file must be whole.
+Its overhead is `37 + n + 8k` bytes. A file of version 1 or 2 is an image: its `Header` has
+the domain image and the shape (height, width, channels). `unpack` reads every version and
+wants the whole file. `unpack_partial` also takes a progressive file (version 2 or 3) cut
+short anywhere after its first stream (a download interrupted, a file truncated to a byte
+budget): it returns the streams that are complete with their CRC, and how many the file
+declares; a stream the data ends inside is dropped. What it refuses, like `unpack`: an end
+inside the header or the length table or before the first stream and its CRC are complete
+(truncation), and a complete stream or header whose CRC fails (corruption, never taken for
+truncation); a non-progressive file must be whole.
 
 `unpack` and `unpack_partial` trust nothing in the file: they check magic and version, then
-the integrity (v1: the CRC of the whole file; v2: the header's, bounds-checked, then each
-stream's) before they believe a field, then each field's range, that the image size is sane
-and that the stream lengths add up to exactly the bytes present. They never allocate according
-to a size they have not validated, and any malformed input raises `FormatError` with a
-one-line message; no other exception escapes for any byte string.
+the integrity (v1: the CRC of the whole file; v2, v3: the header's, once the bytes that locate
+it are bounds-checked, then each stream's) before they believe a field, then each field's range
+(the domain is known, the shape is valid for it and its size sane) and that the stream lengths
+add up to exactly the bytes present. They never allocate according to a size they have not
+validated, and any malformed input raises `FormatError` with a one-line message; no other
+exception escapes for any byte string.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import stat
@@ -62,46 +93,58 @@ import struct
 import zlib
 from collections.abc import Sequence
 
+from nlq_jax.domains import DOMAINS, IMAGE, Domain, domain_of_code, get_domain
 from nlq_jax.errors import FormatError, NLQError
 
 MAGIC = b"\x89NLQ"
-# The version of the files `pack` writes unless they are progressive (then version 2).
-VERSION = 1
+# The version of the files `pack` writes.
+VERSION = 3
+# The first version with flags and a CRC per stream (an image's progressive files before 3).
 PROGRESSIVE_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+SUPPORTED_VERSIONS = (1, 2, 3)
 HASH_BYTES = 16
 MAX_NAME_LENGTH = 64
-MAX_SIDE = 65535
+# An image's largest side (in every version).
+MAX_SIDE = IMAGE.max_size
+# The largest rank of a shape (version 3); each size is a u32, 1..2^32-1 (`domains.MAX_SIZE`).
+MAX_RANK = 8
 MAX_STREAMS = 32
 MAX_STREAM_BYTES = (1 << 32) - 1
 # The largest file `read_file` reads: 1 GiB.
 MAX_FILE_BYTES = 1 << 30
-CHANNELS = (1, 3)
-# Version 2's flag bits: the only one defined.
+CHANNELS = IMAGE.channels
+# The flag bits (versions 2 and 3): the only one defined.
 FLAG_PROGRESSIVE = 0x01
 
 _NAME_RE = re.compile(rb"[a-z0-9_]{1,64}")
 _CRC_BYTES = 4
 # magic, version, name length: what precedes the name.
 _PREFIX_BYTES = len(MAGIC) + 2
-# hash, height, width, channels, stream count: what follows the name, before the lengths.
+# Versions 1, 2: hash, height, width, channels, stream count: what follows the name.
 _SHAPE = struct.Struct(f"<{HASH_BYTES}sIIBB")
-# The smallest well-formed file: a 1-character name, one empty stream (version 1's; version
-# 2's is 5 bytes longer).
+# Version 3: hash, domain, rank: what follows the name, before the shape.
+_DOMAIN = struct.Struct(f"<{HASH_BYTES}sBB")
+# The smallest well-formed file of any version: version 1's, a 1-character name and one empty
+# stream (version 2's is 5 bytes longer, version 3's of rank 1 is 2 bytes longer).
 MIN_FILE_BYTES = _PREFIX_BYTES + 1 + _SHAPE.size + 4 + _CRC_BYTES
 
 
-def HEADER_OVERHEAD(num_streams: int, model_name_length: int, version: int = VERSION) -> int:
+def HEADER_OVERHEAD(
+    num_streams: int, model_name_length: int, version: int = VERSION, rank: int = 3
+) -> int:
     """Bytes a .nlq file spends besides its streams: header, stream lengths and CRCs.
 
     Args:
         num_streams: number of streams in the file, 1..32.
         model_name_length: length of the model name in characters, 1..64.
-        version: the file's format version, 1 or 2.
+        version: the file's format version, 1, 2 or 3.
+        rank: the rank of the signal's shape (version 3), 1..8; an image's is 3.
 
     Returns:
-        `36 + model_name_length + 4 * num_streams` (version 1), `37 + model_name_length +
-        8 * num_streams` (version 2); file size = this + sum of stream lengths.
+        `30 + model_name_length + 4 * rank + 8 * num_streams` (version 3; an image's:
+        `42 + model_name_length + 8 * num_streams`), `36 + model_name_length + 4 * num_streams`
+        (version 1), `37 + model_name_length + 8 * num_streams` (version 2); file size = this +
+        sum of stream lengths.
     """
     if not 1 <= num_streams <= MAX_STREAMS:
         raise ValueError(f"num_streams must be in 1..{MAX_STREAMS}, got {num_streams}")
@@ -111,50 +154,109 @@ def HEADER_OVERHEAD(num_streams: int, model_name_length: int, version: int = VER
         )
     if version not in SUPPORTED_VERSIONS:
         raise ValueError(f"version must be one of {SUPPORTED_VERSIONS}, got {version!r}")
+    if not 1 <= rank <= MAX_RANK or (version < 3 and rank != 3):
+        raise ValueError(f"rank must be in 1..{MAX_RANK} (3 before version 3), got {rank!r}")
     overhead = _PREFIX_BYTES + model_name_length + _SHAPE.size + 4 * num_streams + _CRC_BYTES
     if version == 1:
         return overhead
-    return overhead + 1 + _CRC_BYTES * num_streams
+    if version == 2:
+        return overhead + 1 + _CRC_BYTES * num_streams
+    return _PREFIX_BYTES + model_name_length + _DOMAIN.size + 4 * rank + 2 + 8 * num_streams + 4
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class Header:
-    """What a .nlq file says about the image and the model that coded it.
+    """What a .nlq file says about the signal and the model that coded it.
+
+    `Header(name, hash, height, width, channels)` describes an image, as before domains;
+    `Header(name, hash, shape=..., domain=...)` a signal of any domain. Equal headers have
+    equal fields.
 
     Attributes:
         model_name: the model's registered name, 1..64 characters of [a-z0-9_].
         model_hash: 16 opaque bytes identifying the weights and coding tables.
-        height: image height in pixels, 1..65535.
-        width: image width in pixels, 1..65535.
-        channels: 1 if the image decodes to greyscale, 3 for RGB.
+        shape: one example's shape, 1..8 sizes each 1..2^32-1, valid for `domain`
+            (`Domain.check_shape`; an image's (height, width, channels)).
+        domain: the kind of signal (`nlq_jax.domains`; a name is looked up).
         progressive: any prefix of the streams (from the first) is a valid, coarser file, so
-            one cut short still decodes (`unpack_partial`); such a file is written in version 2.
+            one cut short still decodes (`unpack_partial`).
+        height, width, channels: an image's shape (properties; an AttributeError for
+            another domain): sides 1..65535, channels 1 if the image decodes to greyscale, 3
+            for RGB.
     """
 
     model_name: str
     model_hash: bytes
-    height: int
-    width: int
-    channels: int
-    progressive: bool = False
+    shape: tuple[int, ...]
+    domain: Domain
+    progressive: bool
 
-    def __post_init__(self):
-        if not isinstance(self.model_name, str) or not re.fullmatch(
-            r"[a-z0-9_]{1,64}", self.model_name
-        ):
+    def __init__(
+        self,
+        model_name: str,
+        model_hash: bytes,
+        height: int | None = None,
+        width: int | None = None,
+        channels: int | None = None,
+        progressive: bool = False,
+        *,
+        shape: Sequence[int] | None = None,
+        domain: Domain | str = IMAGE,
+    ):
+        if not isinstance(model_name, str) or not re.fullmatch(r"[a-z0-9_]{1,64}", model_name):
             raise ValueError(
-                f"model_name must be 1..64 characters of [a-z0-9_], got {self.model_name!r}"
+                f"model_name must be 1..64 characters of [a-z0-9_], got {model_name!r}"
             )
-        if not isinstance(self.model_hash, bytes) or len(self.model_hash) != HASH_BYTES:
-            raise ValueError(f"model_hash must be {HASH_BYTES} bytes, got {self.model_hash!r}")
-        for field in ("height", "width"):
-            value = getattr(self, field)
-            if not _is_int(value) or not 1 <= value <= MAX_SIDE:
-                raise ValueError(f"{field} must be an int in 1..{MAX_SIDE}, got {value!r}")
-        if not _is_int(self.channels) or self.channels not in CHANNELS:
-            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
-        if not isinstance(self.progressive, bool):
-            raise ValueError(f"progressive must be a bool, got {self.progressive!r}")
+        if not isinstance(model_hash, bytes) or len(model_hash) != HASH_BYTES:
+            raise ValueError(f"model_hash must be {HASH_BYTES} bytes, got {model_hash!r}")
+        domain = get_domain(domain) if isinstance(domain, str) else domain
+        if not isinstance(domain, Domain):
+            raise ValueError(f"domain must be a Domain, got {domain!r}")
+        image = (height, width, channels)
+        if shape is None:
+            if domain != IMAGE:
+                raise ValueError(f"a {domain.name} header needs shape=, not height and width")
+            for field, value in zip(("height", "width"), image[:2], strict=True):
+                if not _is_int(value) or not 1 <= value <= MAX_SIDE:
+                    raise ValueError(f"{field} must be an int in 1..{MAX_SIDE}, got {value!r}")
+            if not _is_int(channels) or channels not in CHANNELS:
+                raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+            shape = image
+        elif image != (None, None, None):
+            raise ValueError("give either shape= or height, width and channels, not both")
+        if isinstance(shape, (str, bytes)) or not 1 <= len(shape) <= MAX_RANK:
+            raise ValueError(f"shape must be 1..{MAX_RANK} sizes, got {shape!r}")
+        shape = domain.check_shape(shape)
+        if not isinstance(progressive, bool):
+            raise ValueError(f"progressive must be a bool, got {progressive!r}")
+        for name, value in (
+            ("model_name", model_name),
+            ("model_hash", model_hash),
+            ("shape", tuple(int(n) for n in shape)),
+            ("domain", domain),
+            ("progressive", progressive),
+        ):
+            object.__setattr__(self, name, value)
+
+    @property
+    def height(self) -> int:
+        """An image's height."""
+        return self._image_shape()[0]
+
+    @property
+    def width(self) -> int:
+        """An image's width."""
+        return self._image_shape()[1]
+
+    @property
+    def channels(self) -> int:
+        """An image's channels: 1 decodes to greyscale, 3 to RGB."""
+        return self._image_shape()[2]
+
+    def _image_shape(self) -> tuple[int, ...]:
+        if self.domain != IMAGE:
+            raise AttributeError(f"a {self.domain.name} file has no image size; use .shape")
+        return self.shape
 
 
 def _is_int(value: object) -> bool:
@@ -162,13 +264,13 @@ def _is_int(value: object) -> bool:
 
 
 def pack(header: Header, streams: Sequence[bytes], *, version: int | None = None) -> bytes:
-    """Serializes one compressed image to the bytes of a .nlq file.
+    """Serializes one compressed signal to the bytes of a .nlq file.
 
     Args:
-        header: the image shape and the identity of the model that coded it.
+        header: the signal's domain and shape and the identity of the model that coded it.
         streams: 1..32 byte strings (e.g. the hyper-latent and latent bitstreams).
-        version: the format version (default: 2 for a progressive header, else 1, whose bytes
-            are those of every file before version 2 existed).
+        version: the format version (default 3; 1 or 2 write an image as before version 3,
+            for tests of old files).
 
     Returns:
         The complete file contents, CRCs included.
@@ -176,8 +278,8 @@ def pack(header: Header, streams: Sequence[bytes], *, version: int | None = None
     Raises:
         TypeError: `header` is not a `Header` or `streams` holds something other than bytes.
         ValueError: `streams` is empty, has more than 32 entries, or one is too long; or the
-            version is unknown, or 1 for a progressive header.
-        Both are bugs in the caller, not bad user input.
+            version is unknown, 1 for a progressive header, or 1 or 2 for another domain than
+            image. Both are bugs in the caller, not bad user input.
     """
     if not isinstance(header, Header):
         raise TypeError(f"header must be a Header, got {type(header).__name__}")
@@ -193,32 +295,37 @@ def pack(header: Header, streams: Sequence[bytes], *, version: int | None = None
     for i, stream in enumerate(streams):
         if len(stream) > MAX_STREAM_BYTES:
             raise ValueError(f"stream {i} is longer than {MAX_STREAM_BYTES} bytes")
-    if version is None:
-        version = PROGRESSIVE_VERSION if header.progressive else VERSION
-    if version not in SUPPORTED_VERSIONS or (version == 1 and header.progressive):
-        raise ValueError(f"cannot write version {version!r} (progressive: {header.progressive})")
+    version = VERSION if version is None else version
+    if (
+        version not in SUPPORTED_VERSIONS
+        or (version == 1 and header.progressive)
+        or (version < 3 and header.domain != IMAGE)
+    ):
+        raise ValueError(
+            f"cannot write version {version!r} (progressive: {header.progressive}, "
+            f"domain: {header.domain.name})"
+        )
     name = header.model_name.encode("ascii")
-    parts = [
-        MAGIC,
-        struct.pack("<BB", version, len(name)),
-        name,
-        _SHAPE.pack(
-            header.model_hash,
-            header.height,
-            header.width,
-            header.channels,
-            len(streams),
-        ),
-    ]
+    parts = [MAGIC, struct.pack("<BB", version, len(name)), name]
+    flags = bytes([FLAG_PROGRESSIVE if header.progressive else 0])
+    count = len(streams)
+    if version < 3:
+        parts.append(_SHAPE.pack(header.model_hash, *header.shape, count))
+    else:
+        rank = len(header.shape)
+        parts += [
+            _DOMAIN.pack(header.model_hash, header.domain.code, rank),
+            struct.pack(f"<{rank}I", *header.shape),
+            flags,
+            bytes([count]),
+        ]
+    lengths = struct.pack(f"<{count}I", *(len(s) for s in streams))
     if version == 1:
-        parts += [struct.pack(f"<{len(streams)}I", *(len(s) for s in streams)), *streams]
-        body = b"".join(parts)
+        body = b"".join([*parts, lengths, *streams])
         return body + struct.pack("<I", zlib.crc32(body))
-    parts += [
-        bytes([FLAG_PROGRESSIVE if header.progressive else 0]),
-        struct.pack(f"<{len(streams)}I", *(len(s) for s in streams)),
-    ]
-    out = bytearray(b"".join(parts))
+    if version == 2:
+        parts.append(flags)
+    out = bytearray(b"".join([*parts, lengths]))
     crc = zlib.crc32(out)
     out += struct.pack("<I", crc)
     for stream in streams:
@@ -228,19 +335,21 @@ def pack(header: Header, streams: Sequence[bytes], *, version: int | None = None
 
 
 def unpack(data: bytes, *, max_pixels: int = 1 << 28) -> tuple[Header, list[bytes]]:
-    """Parses and validates the bytes of a whole .nlq file (version 1 or 2).
+    """Parses and validates the bytes of a whole .nlq file (version 1, 2 or 3).
 
     Args:
         data: the whole file.
-        max_pixels: largest height * width accepted; a file asking for more is refused before
-            anything is allocated for it.
+        max_pixels: the largest product of the signal's spatial sizes accepted (an image's
+            height * width); a file asking for more is refused before anything is allocated
+            for it.
 
     Returns:
         `(header, streams)`.
 
     Raises:
         FormatError: `data` is not a .nlq file, of an unsupported version, corrupted,
-            truncated, has trailing bytes, or describes an absurd image. The message is one line.
+            truncated, has trailing bytes, or describes an absurd or unknown signal. The
+            message is one line.
         TypeError: `data` is not a bytes-like object (a bug in the caller).
     """
     header, streams, _ = _unpack(data, max_pixels, partial=False)
@@ -291,7 +400,9 @@ def _unpack(data: bytes, max_pixels: int, partial: bool) -> tuple[Header, list[b
         )
     if version == 1:
         return _unpack_v1(data, max_pixels)
-    return _unpack_v2(data, max_pixels, partial)
+    if version == 2:
+        return _unpack_v2(data, max_pixels, partial)
+    return _unpack_v3(data, max_pixels, partial)
 
 
 def _unpack_v1(data: bytes, max_pixels: int) -> tuple[Header, list[bytes], int]:
@@ -302,9 +413,7 @@ def _unpack_v1(data: bytes, max_pixels: int) -> tuple[Header, list[bytes], int]:
         raise FormatError("corrupted (CRC mismatch)" + _truncation_hint(data))
 
     # 3. Fields, each bounds-checked against the bytes present before it is read.
-    name_length = data[5]
-    if not 1 <= name_length <= MAX_NAME_LENGTH:
-        raise FormatError(f"invalid model name length {name_length} (must be 1..64)")
+    name_length = _name_length(data)
     shape_at = _PREFIX_BYTES + name_length
     lengths_at = shape_at + _SHAPE.size
     if lengths_at + _CRC_BYTES > size:
@@ -338,17 +447,106 @@ def _unpack_v1(data: bytes, max_pixels: int) -> tuple[Header, list[bytes], int]:
 def _unpack_v2(data: bytes, max_pixels: int, partial: bool) -> tuple[Header, list[bytes], int]:
     size = len(data)
     # 2. Where the header's CRC is, from two bytes bounds-checked first; then that CRC.
-    name_length = data[5]
-    if not 1 <= name_length <= MAX_NAME_LENGTH:
-        raise FormatError(f"invalid model name length {name_length} (must be 1..64)")
-    shape_at = _PREFIX_BYTES + name_length
+    shape_at = _PREFIX_BYTES + _name_length(data)
     lengths_at = shape_at + _SHAPE.size + 1
     if lengths_at > size:
         raise FormatError(f"truncated .nlq file: {size} bytes end inside the header")
-    num_streams = data[lengths_at - 2]
+    num_streams = _stream_count(data[lengths_at - 2])
+    crc_at = lengths_at + 4 * num_streams
+    crc = _header_crc(data, crc_at)
+
+    # 3. Fields.
+    header, _ = _header_fields(data, shape_at, max_pixels, flags=data[lengths_at - 1])
+    lengths = struct.unpack_from(f"<{num_streams}I", data, lengths_at)
+
+    # 4. Each stream and its CRC.
+    return _checked_streams(data, header, lengths, crc_at, crc, partial)
+
+
+def _unpack_v3(data: bytes, max_pixels: int, partial: bool) -> tuple[Header, list[bytes], int]:
+    size = len(data)
+    # 2. Where the header's CRC is, from the bytes that locate it (the name length, the rank,
+    # the stream count), each bounds-checked first; then that CRC.
+    domain_at = _PREFIX_BYTES + _name_length(data)
+    shape_at = domain_at + _DOMAIN.size
+    if shape_at > size:
+        raise FormatError(f"truncated .nlq file: {size} bytes end inside the header")
+    rank = data[shape_at - 1]
+    if not 1 <= rank <= MAX_RANK:
+        raise FormatError(f"invalid shape rank {rank} (must be 1..{MAX_RANK})")
+    flags_at = shape_at + 4 * rank
+    lengths_at = flags_at + 2
+    if lengths_at > size:
+        raise FormatError(f"truncated .nlq file: {size} bytes end inside the header")
+    num_streams = _stream_count(data[flags_at + 1])
+    crc_at = lengths_at + 4 * num_streams
+    crc = _header_crc(data, crc_at)
+
+    # 3. Fields: the name, the domain, the shape (valid for the domain, of a sane size).
+    name = _model_name(data, domain_at)
+    model_hash, code, _ = _DOMAIN.unpack_from(data, domain_at)
+    try:
+        domain = domain_of_code(code)
+    except ValueError:
+        known = ", ".join(f"{d.code} {d.name}" for d in _known_domains())
+        raise FormatError(f"unknown domain {code} (this nlq_jax knows {known})") from None
+    shape = struct.unpack_from(f"<{rank}I", data, shape_at)
+    try:
+        shape = domain.check_shape(shape)
+    except ValueError as e:
+        raise FormatError(str(e)) from None
+    _check_flags(data[flags_at])
+    _check_size(domain, shape, max_pixels)
+    header = Header(
+        name, model_hash, shape=shape, domain=domain, progressive=bool(data[flags_at] & 1)
+    )
+    lengths = struct.unpack_from(f"<{num_streams}I", data, lengths_at)
+
+    # 4. Each stream and its CRC.
+    return _checked_streams(data, header, lengths, crc_at, crc, partial)
+
+
+def _known_domains() -> list[Domain]:
+    return sorted(DOMAINS.values(), key=lambda d: d.code)
+
+
+def _name_length(data: bytes) -> int:
+    name_length = data[5]
+    if not 1 <= name_length <= MAX_NAME_LENGTH:
+        raise FormatError(f"invalid model name length {name_length} (must be 1..64)")
+    return name_length
+
+
+def _model_name(data: bytes, end: int) -> str:
+    name = data[_PREFIX_BYTES:end]
+    if not _NAME_RE.fullmatch(name):
+        raise FormatError("invalid model name (must be ASCII [a-z0-9_])")
+    return name.decode("ascii")
+
+
+def _stream_count(num_streams: int) -> int:
     if not 1 <= num_streams <= MAX_STREAMS:
         raise FormatError(f"invalid stream count {num_streams} (must be 1..{MAX_STREAMS})")
-    crc_at = lengths_at + 4 * num_streams
+    return num_streams
+
+
+def _check_flags(flags: int) -> None:
+    if flags & ~FLAG_PROGRESSIVE:
+        raise FormatError(f"unknown flags {flags:#04x} (this nlq_jax knows 0x01, progressive)")
+
+
+def _check_size(domain: Domain, shape: tuple[int, ...], max_pixels: int) -> None:
+    spatial = domain.spatial_shape(shape)
+    count = math.prod(spatial)
+    if count > max_pixels:
+        size = "x".join(str(n) for n in spatial)
+        unit = "pixels" if domain == IMAGE else "samples"
+        raise FormatError(f"absurd {domain.name} size {size} = {count} {unit} (limit {max_pixels})")
+
+
+def _header_crc(data: bytes, crc_at: int) -> int:
+    """The CRC of the header before `crc_at`, checked against the one stored there."""
+    size = len(data)
     if crc_at + _CRC_BYTES > size:
         raise FormatError(
             f"truncated .nlq file: {size} bytes end inside the stream lengths or their CRC"
@@ -357,12 +555,16 @@ def _unpack_v2(data: bytes, max_pixels: int, partial: bool) -> tuple[Header, lis
     crc = zlib.crc32(memoryview(data)[:crc_at])
     if crc != stored_crc:
         raise FormatError("corrupted (header CRC mismatch)")
+    return crc
 
-    # 3. Fields.
-    header, _ = _header_fields(data, shape_at, max_pixels, flags=data[lengths_at - 1])
-    lengths = struct.unpack_from(f"<{num_streams}I", data, lengths_at)
 
-    # 4. Each stream and its CRC; a progressive file may end after any complete one.
+def _checked_streams(
+    data: bytes, header: Header, lengths: Sequence[int], crc_at: int, crc: int, partial: bool
+) -> tuple[Header, list[bytes], int]:
+    """Each stream after the header's CRC, and its CRC (versions 2, 3); a progressive file may
+    end after any complete one (`partial`)."""
+    size = len(data)
+    num_streams = len(lengths)
     streams = []
     offset = crc_at + _CRC_BYTES
     crc = zlib.crc32(data[crc_at:offset], crc)
@@ -391,30 +593,19 @@ def _unpack_v2(data: bytes, max_pixels: int, partial: bool) -> tuple[Header, lis
 
 
 def _header_fields(data: bytes, shape_at: int, max_pixels: int, flags: int) -> tuple[Header, int]:
-    """The header's fields after the name length (present: the caller checked), validated."""
-    name = data[_PREFIX_BYTES:shape_at]
-    if not _NAME_RE.fullmatch(name):
-        raise FormatError("invalid model name (must be ASCII [a-z0-9_])")
+    """A version-1 or -2 header's fields after the name length (present: the caller checked),
+    validated."""
+    name = _model_name(data, shape_at)
     model_hash, height, width, channels, num_streams = _SHAPE.unpack_from(data, shape_at)
     if not 1 <= height <= MAX_SIDE or not 1 <= width <= MAX_SIDE:
         raise FormatError(f"absurd image size {height}x{width} (each side must be 1..{MAX_SIDE})")
     if channels not in CHANNELS:
         raise FormatError(f"invalid channel count {channels} (must be 1 or 3)")
-    if not 1 <= num_streams <= MAX_STREAMS:
-        raise FormatError(f"invalid stream count {num_streams} (must be 1..{MAX_STREAMS})")
-    if flags & ~FLAG_PROGRESSIVE:
-        raise FormatError(f"unknown flags {flags:#04x} (this nlq_jax knows 0x01, progressive)")
-    if height * width > max_pixels:
-        raise FormatError(
-            f"absurd image size {height}x{width} = {height * width} pixels (limit {max_pixels})"
-        )
+    _stream_count(num_streams)
+    _check_flags(flags)
+    _check_size(IMAGE, (height, width, channels), max_pixels)
     header = Header(
-        model_name=name.decode("ascii"),
-        model_hash=model_hash,
-        height=height,
-        width=width,
-        channels=channels,
-        progressive=bool(flags & FLAG_PROGRESSIVE),
+        name, model_hash, height, width, channels, progressive=bool(flags & FLAG_PROGRESSIVE)
     )
     return header, num_streams
 

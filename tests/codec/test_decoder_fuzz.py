@@ -97,10 +97,46 @@ def test_forged_payloads_with_valid_crc_never_crash_the_decoder():
     assert "error" in outcomes  # the decoder does notice some of them
 
 
+def _v3_with_valid_crcs(head: bytes, streams: list[bytes]) -> bytes:
+    """A version-3 file from its header bytes (through the stream lengths): the header's CRC,
+    then each stream and the CRC of everything before it."""
+    out = _with_valid_crc(head)
+    for stream in streams:
+        out = _with_valid_crc(out + stream)
+    return out
+
+
 def test_cli_reports_one_line_and_nonzero_exit(tmp_path):
+    u32 = lambda n: n.to_bytes(4, "little")  # noqa: E731
     cases = {
-        "truncated.nlq": b"\x89NLQ\x01",
+        "truncated.nlq": b"\x89NLQ\x03",
         "foreign.nlq": b"GIF89a" + bytes(100),
+        # Version 3: an image of 65535² (domain 0, rank 3), an unknown domain, a bad rank.
+        "absurd_v3.nlq": _v3_with_valid_crcs(
+            b"\x89NLQ\x03\x01a"
+            + bytes(16)
+            + b"\x00\x03"
+            + u32(65535) * 2
+            + u32(3)
+            + b"\x00\x01"
+            + u32(0),
+            [b""],
+        ),
+        "domain_v3.nlq": _v3_with_valid_crcs(
+            b"\x89NLQ\x03\x01a"
+            + bytes(16)
+            + b"\x09\x02"
+            + u32(48000)
+            + u32(2)
+            + b"\x00\x01"
+            + u32(0),
+            [b""],
+        ),
+        "rank_v3.nlq": _v3_with_valid_crcs(
+            b"\x89NLQ\x03\x01a" + bytes(16) + b"\x00\x09" + u32(1) * 9 + b"\x00\x01" + u32(0),
+            [b""],
+        ),
+        # Version 1 (files written before version 3): an image of 65535².
         "absurd.nlq": _with_valid_crc(
             b"\x89NLQ\x01\x01a"
             + bytes(16)

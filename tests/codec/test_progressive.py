@@ -1,10 +1,11 @@
 """Progressive RVQ files: a file cut short decodes its complete stages (issue 16, item 3).
 
-An RVQ model writes a stream per stage in a version-2 container (a CRC after the header and
-after each stream), so the container's stream lengths are the stage boundaries. The model
-tests train a small RVQ model (`train_rvq` of tests/test_discrete_training.py: N = 32, 3 stages
-× 64 codes, 300 steps) and measure it on crops it never saw; the stage boundaries are read from
-the documented byte layout here, not from `nlq_jax.codec.container`, and PSNR is numpy's.
+An RVQ model writes a stream per stage in a progressive container (version 3, as version 2
+before it: a CRC after the header and after each stream), so the container's stream lengths
+are the stage boundaries. The model tests train a small RVQ model (`train_rvq` of
+tests/test_discrete_training.py: N = 32, 3 stages × 64 codes, 300 steps) and measure it on
+crops it never saw; the stage boundaries are read from the documented byte layout here, not
+from `nlq_jax.codec.container`, and PSNR is numpy's.
 """
 
 from __future__ import annotations
@@ -25,14 +26,17 @@ HASH = bytes(range(16))
 
 
 def stream_ends(data: bytes) -> list[int]:
-    """The offset just past each stream's CRC in a version-2 file, from the documented layout
-    (name length at 5, stream count at 31 + n, flags, lengths, the header's CRC, then each
-    stream followed by its CRC)."""
-    assert data[4] == 2
+    """The offset just past each stream's CRC in a version-3 (or 2) file, from the documented
+    layout (v3: name length at 5, the rank r at 23 + n, the shape, flags, the stream count at
+    25 + n + 4r, lengths, the header's CRC, then each stream followed by its CRC; v2: the
+    stream count at 31 + n, flags, lengths, ...)."""
+    assert data[4] in (2, 3)
     n = data[5]
-    k = data[31 + n]
-    lengths = struct.unpack_from(f"<{k}I", data, 33 + n)
-    end = 33 + n + 4 * k + 4
+    k_at = 25 + n + 4 * data[23 + n] if data[4] == 3 else 31 + n
+    k = data[k_at]
+    lengths_at = k_at + 1 if data[4] == 3 else k_at + 2
+    lengths = struct.unpack_from(f"<{k}I", data, lengths_at)
+    end = lengths_at + 4 * k + 4
     ends = []
     for length in lengths:
         end += length + 4
@@ -52,7 +56,15 @@ def test_a_progressive_container_cut_anywhere_keeps_its_complete_streams():
     inside the header or the first stream; a file that is not progressive must be whole."""
     streams = [b"\x00", bytes(range(12)), b"", b"stage three"]
     header = container.Header("nlq", HASH, 64, 96, 3, progressive=True)
-    data = container.pack(header, streams)
+    for version in (2, 3):
+        _check_every_cut(header, streams, container.pack(header, streams, version=version))
+    plain = container.pack(container.Header("nlq", HASH, 64, 96, 3), streams)
+    for length in range(len(container.MAGIC), len(plain)):
+        with pytest.raises(FormatError, match="truncated"):
+            container.unpack_partial(plain[:length])
+
+
+def _check_every_cut(header: container.Header, streams: list[bytes], data: bytes) -> None:
     ends = stream_ends(data)
     for length in range(len(container.MAGIC), len(data) + 1):
         complete = sum(1 for end in ends if end <= length)
@@ -65,10 +77,6 @@ def test_a_progressive_container_cut_anywhere_keeps_its_complete_streams():
         if complete < 4:
             with pytest.raises(FormatError, match="truncated"):
                 container.unpack(data[:length])
-    plain = container.pack(container.Header("nlq", HASH, 64, 96, 3), streams, version=2)
-    for length in range(len(container.MAGIC), len(plain)):
-        with pytest.raises(FormatError, match="truncated"):
-            container.unpack_partial(plain[:length])
 
 
 @pytest.mark.slow
