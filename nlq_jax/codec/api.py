@@ -1,4 +1,5 @@
-"""Compress and decompress images with a trained (or exported) model: the Python API.
+"""Compress and decompress images (and, through the model's domain, any signal) with a trained
+(or exported) model: the Python API.
 
 ```python
 from nlq_jax.codec.api import Codec
@@ -13,11 +14,14 @@ are progressive: `codec.decompress(data, num_stages=1)` decodes only the first s
 file cut short decodes its complete stages (`codec.progress(data)` says how many).
 
 Any image size works: the image is padded (edge-replicated) on the bottom and right to a
-multiple of the model's stride, and the reconstruction is cropped back. The bytes of an image
+multiple of the model's stride, and the reconstruction is cropped back. What is particular to
+images (scaling uint8 to the model's input, the axes padded to the stride, the shape a file
+records) is asked of the model's domain (`nlq_jax.domains`: the model class's `domain`,
+"image" when it has none), so the same `Codec` codes any domain's signals. The bytes of an image
 depend only on the image and the model (not on the batch it came in, nor on jit); a file made
 with other weights is refused (the header carries a hash of weights and tables).
 
-Decoding is bounded: a file's header alone decides what its decoder allocates (62 bytes can
+Decoding is bounded: a file's header alone decides what its decoder allocates (76 bytes can
 declare 2048² pixels), so before decoding anything `decode_header` checks the streams' number
 and lengths against what the model writes for the declared size and compares the model's
 estimate of its peak memory (`Codec.decode_memory`, each model's `decode_memory`) with a budget,
@@ -40,7 +44,8 @@ import numpy as np
 
 from nlq_jax import checkpoint, models
 from nlq_jax.codec import container, model_index
-from nlq_jax.codec.image_io import to_float, to_uint8
+from nlq_jax.codec.image_io import to_uint8
+from nlq_jax.domains import IMAGE, Domain, get_domain
 from nlq_jax.errors import (
     CheckpointError,
     FormatError,
@@ -60,24 +65,18 @@ DEFAULT_MAX_MEMORY = 4 << 30
 
 
 def pad_to_multiple(x: np.ndarray, multiple: int) -> np.ndarray:
-    """Edge-pads [B, H, W, C] on the bottom/right so H and W are multiples of `multiple`."""
-    h, w = x.shape[1:3]
-    ph, pw = -h % multiple, -w % multiple
-    if ph == 0 and pw == 0:
-        return x
-    return np.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+    """Edge-pads [B, H, W, C] on the bottom/right so H and W are multiples of `multiple`
+    (`IMAGE.pad`; a `Codec` pads along its model's domain's axes)."""
+    return IMAGE.pad(x, multiple)
 
 
 def to_model_input(pixels: np.ndarray) -> np.ndarray:
-    """uint8 [H, W, 3] or [B, H, W, 3] → float32 [B, H, W, 3] in [0, 1]."""
-    x = np.asarray(pixels)
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
-        raise ImageError(
-            f"expected uint8 images [H, W, 3] or [B, H, W, 3], got {x.dtype} {x.shape}"
-        )
-    return to_float(x)
+    """uint8 [H, W, 3] or [B, H, W, 3] → float32 [B, H, W, 3] in [0, 1] (`IMAGE.to_model_input`).
+
+    Raises:
+      ImageError: not uint8 images of 3 channels.
+    """
+    return IMAGE.to_model_input(pixels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +101,8 @@ class Progress:
 
 
 class Codec:
-    """A model bound to its weights and coding tables, ready to code images.
+    """A model bound to its weights and coding tables, ready to code images (or the signals of
+    its model's domain, `domain`).
 
     Args:
       model_name: a name in `nlq_jax.models.MODELS`.
@@ -136,6 +136,8 @@ class Codec:
         }
         self.module = models.get_module(model_name)
         self.model = self.module.Model(**self.model_kwargs)
+        # What the signal is (`nlq_jax.domains`): the model class's, an image if it says none.
+        self.domain: Domain = get_domain(getattr(self.module.Model, "domain", "image"))
         self.params = params
         self.model_state = dict(model_state or {})
         self.tables = self.module.build_tables(self.model, params) if tables is None else tables
@@ -147,7 +149,8 @@ class Codec:
             params, self.tables, self.model_state, description=description if described else None
         )
         self.runner = Runner(self.model, self.variables, self.tables, jit=jit)
-        # Whether its files are progressive (version 2; the module's `progressive(model)`).
+        # Whether its files are progressive (the container's flag; the module's
+        # `progressive(model)`).
         self.progressive = bool(getattr(self.module, "progressive", lambda m: False)(self.model))
         self._forward = None
 
@@ -216,18 +219,25 @@ class Codec:
           ValueError: an option the model does not take (e.g. `roi` of a model without
             region-of-interest coding), or out of its range.
         """
-        x = to_model_input(pixels)
-        b, h, w, _ = x.shape
-        if h * w > MAX_PIXELS:
-            raise ImageError(f"image of {w}×{h} exceeds the codec's limit of {MAX_PIXELS} pixels")
-        xp = pad_to_multiple(x, self.model.stride)
+        domain = self.domain
+        x = domain.to_model_input(pixels)
+        shape = domain.header_shape(x.shape, channels)
+        if domain.num_samples(shape) > MAX_PIXELS:
+            size = "×".join(str(n) for n in domain.spatial_shape(shape)[::-1])
+            raise ImageError(
+                f"{domain.name} of {size} exceeds the codec's limit of {MAX_PIXELS} {_unit(domain)}"
+            )
+        xp = domain.pad(x, self.model.stride)
         if "roi" in options and options["roi"] is None:
             del options["roi"]  # no region: the plain file, for every model
         if "roi" in options:
             if "roi" not in inspect.signature(self.module.compress).parameters:
                 raise ValueError(f"model {self.model_name!r} has no region-of-interest coding")
+            b, h, w = x.shape[:3]
             options["roi"] = _padded_mask(options["roi"], b, h, w, self.model.stride)
-        header = container.Header(self.model_name, self.hash, h, w, channels, self.progressive)
+        header = container.Header(
+            self.model_name, self.hash, progressive=self.progressive, shape=shape, domain=domain
+        )
         return [
             container.pack(header, streams)
             for streams in self.module.compress(self.runner, xp, **options)
@@ -272,11 +282,16 @@ class Codec:
                 f"{header.model_hash.hex()}, not by this {self.model_name!r} "
                 f"({self.hash.hex()})"
             )
-        hp, wp = self._padded(header.height, header.width)
-        if self.progressive and not header.progressive:  # written before version 2
-            specs = self.module.stream_specs(self.model, hp, wp, progressive=False)
+        if header.domain != self.domain:
+            raise FormatError(
+                f"corrupted file: it holds a {header.domain.name}, this model codes "
+                f"{self.domain.name} signals"
+            )
+        sizes = self._padded(*self.domain.spatial_shape(header.shape))
+        if self.progressive and not header.progressive:  # version 1: before progressive files
+            specs = self.module.stream_specs(self.model, *sizes, progressive=False)
         else:
-            specs = self.module.stream_specs(self.model, hp, wp)
+            specs = self.module.stream_specs(self.model, *sizes)
         required = sum(1 for spec in specs if not spec.optional)
         if len(streams) < min(declared, required):
             raise FormatError(
@@ -290,10 +305,10 @@ class Codec:
                 f"{len(specs)}"
             )
         budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
-        need = self.decode_memory(header.height, header.width)
+        need = self.decode_memory(*self.domain.spatial_shape(header.shape))
         if need > budget:
             raise MemoryBudgetError(
-                f"decoding this {header.width}×{header.height} image needs about "
+                f"decoding this {_size(self.domain, header.shape)} needs about "
                 f"{_gib(need)} of memory, over the limit of {_gib(budget)} "
                 "(raise it with --max-memory, or max_memory= in Python)"
             )
@@ -315,43 +330,45 @@ class Codec:
         decoded = complete if num_stages is None else min(complete, int(num_stages))
         return Progress(total, complete, decoded)
 
-    def decode_memory(self, height: int, width: int) -> int:
-        """The model's upper bound on the bytes decoding an image of this size allocates
-        (`decode_memory` of its module, on the padded size), what `max_memory` is compared to.
+    def decode_memory(self, *sizes: int) -> int:
+        """The model's upper bound on the bytes decoding a signal of these spatial sizes (an
+        image's height, width) allocates (`decode_memory` of its module, on the padded sizes),
+        what `max_memory` is compared to.
         """
-        return self.module.decode_memory(self.model, *self._padded(height, width))
+        return self.module.decode_memory(self.model, *self._padded(*sizes))
 
-    def _padded(self, height: int, width: int) -> tuple[int, int]:
-        s = self.model.stride
-        return height + (-height % s), width + (-width % s)
+    def _padded(self, *sizes: int) -> tuple[int, ...]:
+        return self.domain.padded_shape(sizes, self.model.stride)
 
     def decompress_float(
         self, data: bytes, *, max_memory: int | None = None, num_stages: int | None = None
     ) -> tuple[container.Header, np.ndarray]:
-        """The file's reconstruction as float [H, W, 3], unclipped (for exactness tests).
+        """The file's reconstruction as float [H, W, 3] (a signal of the model's domain: its
+        shape, with the model's channels), unclipped (for exactness tests).
 
         Raises as `decode_header`, and MemoryBudgetError if the machine runs out of memory
         while decoding (XLA's RESOURCE_EXHAUSTED, numpy's MemoryError); ValueError if
         `num_stages` is out of the model's range or the model has no stages.
         """
         header, streams = self.decode_header(data, max_memory=max_memory)
-        h, w = header.height, header.width
-        hp, wp = self._padded(h, w)
+        spatial = self.domain.spatial_shape(header.shape)
+        sizes = self._padded(*spatial)
         options = {}
         if num_stages is not None:
             if "num_stages" not in inspect.signature(self.module.decompress).parameters:
                 raise ValueError(f"num_stages applies to an RVQ model, not {self.model_name!r}")
             options["num_stages"] = num_stages
         try:
-            x_hat = self.module.decompress(self.runner, streams, hp, wp, **options)
+            x_hat = self.module.decompress(self.runner, streams, *sizes, **options)
         except (jax.errors.JaxRuntimeError, MemoryError) as e:
             if not isinstance(e, MemoryError) and "RESOURCE_EXHAUSTED" not in str(e):
                 raise
             raise MemoryBudgetError(
-                f"out of memory decoding this {w}×{h} image (estimated "
-                f"{_gib(self.decode_memory(h, w))}); free memory or decode it on a larger machine"
+                f"out of memory decoding this {_size(self.domain, header.shape)} (estimated "
+                f"{_gib(self.decode_memory(*spatial))}); free memory or decode it on a larger "
+                "machine"
             ) from None
-        return header, x_hat[0, :h, :w]
+        return header, self.domain.crop(x_hat, header.shape)[0]
 
     def decompress(
         self, data: bytes, *, max_memory: int | None = None, num_stages: int | None = None
@@ -370,16 +387,16 @@ class Codec:
         """
         header, x_hat = self.decompress_float(data, max_memory=max_memory, num_stages=num_stages)
         pixels = to_uint8(x_hat)
-        if header.channels == 1:
+        if header.shape[-1] == 1 < pixels.shape[-1]:
             grey = np.round(pixels.astype(np.float32).mean(axis=-1)).astype(np.uint8)
-            pixels = np.repeat(grey[..., None], 3, axis=-1)
+            pixels = np.repeat(grey[..., None], pixels.shape[-1], axis=-1)
         return pixels
 
     # The model's own view, for measurements.
     def forward(self, pixels: np.ndarray) -> dict:
         """Eval-mode forward on padded images, cropped back: {"x_hat", "bits", "aux"} as numpy."""
-        x = to_model_input(pixels)
-        h, w = x.shape[1:3]
+        x = self.domain.to_model_input(pixels)
+        shape = self.domain.header_shape(x.shape)
         if self._forward is None:
             model = self.model
 
@@ -387,9 +404,10 @@ class Codec:
                 return model.apply(variables, x, training=False)
 
             self._forward = jax.jit(forward) if self.runner.jit else forward
-        out = self._forward(self.variables, pad_to_multiple(x, self.model.stride))
+        out = self._forward(self.variables, self.domain.pad(x, self.model.stride))
         out = jax.tree_util.tree_map(np.asarray, out)
-        return {"x_hat": out["x_hat"][:, :h, :w], "bits": out["bits"], "aux": out.get("aux", {})}
+        x_hat = self.domain.crop(out["x_hat"], shape)
+        return {"x_hat": x_hat, "bits": out["bits"], "aux": out.get("aux", {})}
 
 
 def _padded_mask(roi: np.ndarray, batch: int, height: int, width: int, multiple: int) -> np.ndarray:
@@ -401,6 +419,15 @@ def _padded_mask(roi: np.ndarray, batch: int, height: int, width: int, multiple:
         raise ImageError(f"the region-of-interest mask is {size}, the image {width}×{height}")
     padded = pad_to_multiple(mask.reshape(-1, height, width, 1) != 0, multiple)[..., 0]
     return padded if mask.ndim == 3 else padded[0]
+
+
+def _unit(domain: Domain) -> str:
+    return "pixels" if domain == IMAGE else "samples"
+
+
+def _size(domain: Domain, shape: tuple[int, ...]) -> str:
+    """How messages name a signal: "640×480 image" (width first, as image sizes are said)."""
+    return "×".join(str(n) for n in domain.spatial_shape(shape)[::-1]) + f" {domain.name}"
 
 
 def _gib(nbytes: int) -> str:

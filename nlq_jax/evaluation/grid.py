@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from nlq_jax.domains import IMAGE
 from nlq_jax.errors import NLQError
 from nlq_jax.evaluation import plot as plot_lib
 from nlq_jax.evaluation import results as results_lib
-from nlq_jax.metrics import bits_per_pixel
 
 
 @dataclasses.dataclass
@@ -46,7 +46,7 @@ def reconstruct(
     data = encode(pixels)
     decoded = np.asarray(decode(data))
     d = results_lib.distortion(pixels, decoded, ms_ssim=False)
-    bpp = bits_per_pixel(len(data), pixels.shape[0], pixels.shape[1])
+    bpp = 8.0 * len(data) / IMAGE.rate_units((1, *pixels.shape))
     return Reconstruction(setting, bpp, float(d["psnr-rgb"]), decoded)
 
 

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from nlq_jax.domains import IMAGE
 from nlq_jax.errors import ImageError, NLQError
-from nlq_jax.metrics import bits_per_pixel
 from nlq_jax.metrics import ms_ssim as ms_ssim_lib
 from nlq_jax.metrics import psnr as psnr_lib
 
@@ -132,7 +132,7 @@ def measure(
     start = time.perf_counter()
     decoded = np.asarray(decode(data))
     decoding_time = time.perf_counter() - start
-    out: Measurement = {"bpp": bits_per_pixel(len(data), pixels.shape[0], pixels.shape[1])}
+    out: Measurement = {"bpp": 8.0 * len(data) / IMAGE.rate_units((1, *pixels.shape))}
     out.update(distortion(pixels, decoded))
     out["encoding_time"] = encoding_time
     out["decoding_time"] = decoding_time
