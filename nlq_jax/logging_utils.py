@@ -2,7 +2,8 @@
 
 Only the main process writes; the others get a silent logger. `workdir/metrics.jsonl` holds
 one line per logged step (what the tests and scripts read); `workdir/tb/` the TensorBoard
-scalars and reconstructions.
+scalars and reconstructions. The logger receives what it logs (scalars, images as arrays),
+never the trainer or its state.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-_DISCRETE = {"fixed_bpp": ".3f", "usage": ".2f", "perplexity": ".4g", "dead_codes": ".4g"}
+_SHOWN = {"loss": ".4g", "bpp": ".3f", "psnr": ".2f"}
+_SHOWN |= {"fixed_bpp": ".3f", "usage": ".2f", "perplexity": ".4g", "dead_codes": ".4g"}
 
 
 class _Bar:
@@ -35,13 +37,10 @@ class _Bar:
     def show(self, metrics: dict) -> None:
         """Shows fetched metrics beside the bar, until the next fetch."""
         if self._bar is not None:
-            shown = {
-                "loss": f"{float(metrics['loss']):.4g}",
-                "bpp": f"{float(metrics['bpp']):.3f}",
-                "psnr": f"{float(metrics['psnr']):.2f}",
-            }
-            # Discrete latents: codebook health and the fixed-length rate beside the coded one.
-            for key, fmt in _DISCRETE.items():
+            shown = {}
+            # The rate (bpp for images) and quality; discrete latents: codebook health and the
+            # fixed-length rate beside the coded one. Keys a run does not have are left out.
+            for key, fmt in _SHOWN.items():
                 if key in metrics:
                     shown[key] = format(float(metrics[key]), fmt)
             self._bar.set_postfix(shown, refresh=False)
@@ -75,6 +74,7 @@ class Logger:
             sys.stderr.flush()
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
+        """Logs scalars (TensorBoard and a line of metrics.jsonl) at `step`."""
         if not self.enabled:
             return
         for k, v in values.items():
@@ -82,21 +82,13 @@ class Logger:
         with open(self.workdir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"step": step, **values}) + "\n")
 
-    def reconstruction(self, step: int, trainer, state, holdout) -> None:
-        """Logs original | reconstruction (eval-mode forward) of the first held-out image."""
-        if not self.enabled or not holdout:
+    def reconstruction(self, step: int, original: np.ndarray, reconstructed: np.ndarray) -> None:
+        """Logs original | reconstruction side by side (uint8 H×W×C; the original is cut to
+        the reconstruction's size, e.g. the trainer's 512² top-left corner)."""
+        if not self.enabled:
             return
-        import jax
-
-        from nlq_jax.codec.api import pad_to_multiple, to_model_input
-        from nlq_jax.codec.image_io import to_uint8
-
-        _, pixels = holdout[0]
-        x = pad_to_multiple(to_model_input(pixels[:512, :512]), trainer.model.stride)
-        variables = jax.device_get({"params": state.params, **state.model_state})
-        out = trainer.model.apply(variables, x, training=False)
-        h, w = min(512, pixels.shape[0]), min(512, pixels.shape[1])
-        side = np.concatenate([pixels[:h, :w], to_uint8(np.asarray(out["x_hat"])[0, :h, :w])], 1)
+        h, w = reconstructed.shape[:2]
+        side = np.concatenate([np.asarray(original)[:h, :w], np.asarray(reconstructed)], 1)
         self._writer.add_image("reconstruction", side, step, dataformats="HWC")
 
     def close(self) -> None:

@@ -16,8 +16,16 @@ evaluation, loop. `train_and_evaluate(config, workdir)` is all `main.py` calls.
   `plateau_factor` when the held-out loss has not improved for `plateau_patience` evaluations
   (`optax.contrib.reduce_on_plateau`, whose state is part of the optimizer state, so it is
   checkpointed and resumed with the run). See `make_optimizer` and `HeldOutLoss`.
-- Discrete models refit their categorical priors to the codes of `prior_fit_batches`
-  training batches before the export (closed form; see `nlq_jax.models.nlq.fit_priors`).
+- The objective is `losses.make_objective(config, domain)`: the step calls it and nothing else
+  about the loss; its frozen variables (a distortion's fixed network) are an argument of the
+  step; an adversary (`config.adversary`, a discriminator) has its parameters and optimizer
+  state in `AdversarialTrainState` and is updated in the same step, after the codec.
+- The model's domain (`nlq_jax.domains`) names the batch key, the init sample and the rate's
+  units. Evaluators (`config.evaluators`, `EVALUATORS`) and the report writer
+  (`config.report_writer`) are chosen by name.
+- Model-specific steps are hooks (`training_hooks`): discrete models refit their categorical
+  priors to the codes of `prior_fit_batches` training batches before the export (closed form;
+  see `nlq_jax.models.nlq.fit_priors`).
 - Variable collections other than "params" (e.g. the EMA codebooks of vector quantizers in
   "quantizer_state") are `TrainState.model_state`: mutable in the step, not differentiated,
   checkpointed and exported with the parameters. Models without any have `model_state = {}`.
@@ -26,10 +34,12 @@ evaluation, loop. `train_and_evaluate(config, workdir)` is all `main.py` calls.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +51,8 @@ import numpy as np
 import optax
 
 from nlq_jax import losses, models, sharding
+from nlq_jax.domains import get_domain
 from nlq_jax.errors import NLQError
-from nlq_jax.metrics import ms_ssim
 
 
 class TrainingError(NLQError):
@@ -58,6 +68,16 @@ class TrainState:
     params: Any
     opt_state: Any
     model_state: Any = flax.struct.field(default_factory=dict)
+
+
+@flax.struct.dataclass
+class AdversarialTrainState(TrainState):
+    """A `TrainState` with the objective's adversary: its parameters and its own optimizer's
+    state (used only when `config.adversary` names one, so other runs' checkpoints keep the
+    plain state's layout)."""
+
+    adversary_params: Any = None
+    adversary_opt_state: Any = None
 
 
 SCHEDULES = ("constant", "cosine", "plateau")
@@ -130,16 +150,27 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict:
 class Trainer:
     """Holds the mesh, model, compiled step and checkpoint manager of one run."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str | os.PathLike):
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str | os.PathLike,
+        objective: losses.Objective | None = None,
+    ):
+        """Builds the run's parts; `objective` replaces the config's (`losses.make_objective`)."""
         self.config = config
         self.workdir = Path(workdir).absolute()
         self.is_main = jax.process_index() == 0
         self.trace_count = 0  # how many times the step was traced (compiled): must stay 1
 
-        if "ms-ssim" in config.get("distortion", "") and config.data.crop_size < ms_ssim.min_side():
+        # Model, its domain and the objective.
+        self.model = models.get_model(config.model.name, **model_kwargs(config))
+        self.domain = get_domain(getattr(self.model, "domain", "image"))
+        self.objective = objective or losses.make_objective(config, self.domain)
+        distortion = self.objective.distortion
+        if config.data.crop_size < distortion.min_side:
             raise TrainingError(
-                f"the MS-SSIM distortion needs crops of at least {ms_ssim.min_side()} pixels "
-                f"(5 scales, 11-pixel window), got data.crop_size={config.data.crop_size}"
+                f"the {distortion.label or config.distortion} distortion needs crops of at least "
+                f"{distortion.min_side} pixels, got data.crop_size={config.data.crop_size}"
             )
 
         # Mesh.
@@ -150,28 +181,35 @@ class Trainer:
                 f"batch_size {config.data.batch_size} is not divisible by the {n} devices"
             )
 
-        # Model and optimizer.
-        self.model = models.get_model(config.model.name, **model_kwargs(config))
+        # Optimizer.
         self.optimizer = make_optimizer(config)
         self.learning_rate = learning_rate(config)
         # The plateau schedule monitors the held-out loss when there are held-out images
         # (`eval.source`), else the mean training loss over each window of `plateau_every` steps.
         self.plateau = config.optimizer.schedule == "plateau"
-        self.uses_heldout = self.plateau and bool(config.eval.source)
+        evaluators = config.get("evaluators", tuple(EVALUATORS))
+        self.uses_heldout = (
+            self.plateau and bool(config.eval.source) and "heldout_loss" in evaluators
+        )
 
         # Shardings and state: created already sharded.
         crop = config.data.crop_size
         if crop % self.model.stride:
             raise TrainingError(f"crop_size {crop} must be a multiple of {self.model.stride}")
-        sample = jnp.zeros((1, crop, crop, 3), jnp.float32)
+        sample = jnp.asarray(self.domain.sample(crop))
+        adversary = self.objective.adversary
 
         def init(rng):
             p_rng, n_rng = jax.random.split(rng)
             rngs = {"params": p_rng, "noise": n_rng, "quantizer": jax.random.fold_in(n_rng, 1)}
             variables = dict(self.model.init(rngs, sample, training=True))
             params = variables.pop("params")
-            return TrainState(
-                jnp.zeros((), jnp.int32), params, self.optimizer.init(params), variables
+            step, opt_state = jnp.zeros((), jnp.int32), self.optimizer.init(params)
+            if adversary is None:
+                return TrainState(step, params, opt_state, variables)
+            a_params = adversary.init(jax.random.fold_in(rng, 2), sample)
+            return AdversarialTrainState(
+                step, params, opt_state, variables, a_params, adversary.optimizer.init(a_params)
             )
 
         abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
@@ -183,12 +221,17 @@ class Trainer:
             self.state_sharding,
         )
 
-        # Step.
+        # The objective's frozen variables: created once, replicated, passed to every step.
         replicated = sharding.replicated(self.mesh)
+        key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 3)
+        self.objective_vars = jax.jit(self.objective.init, out_shardings=replicated)(key, sample)
+
+        # Step.
         self._step = jax.jit(
             self._train_step,
             in_shardings=(
                 self.state_sharding, sharding.batch_sharding(self.mesh), replicated, replicated,
+                replicated,
             ),
             out_shardings=(self.state_sharding, replicated),
             donate_argnums=(0,),
@@ -198,25 +241,38 @@ class Trainer:
         return self._init(jax.random.PRNGKey(self.config.seed))
 
     def train_step(
-        self, state: TrainState, batch: dict, rng: jax.Array, heldout: float = 0.0
+        self,
+        state: TrainState,
+        batch: dict,
+        rng: jax.Array,
+        heldout: float = 0.0,
+        objective_vars: Any = None,
     ) -> tuple[TrainState, dict]:
         """One optimizer step (compiled once): `(state, metrics)`.
 
         `heldout` is the held-out loss for the plateau schedule, read only at the last step of
         each window of `plateau_every` steps (`window_ends(state.step)`); any value elsewhere.
+        `objective_vars` replaces the objective's frozen variables (`self.objective_vars`,
+        the default), without a recompilation.
         """
-        return self._step(state, batch, rng, np.float32(heldout))
+        if objective_vars is None:
+            objective_vars = self.objective_vars
+        return self._step(state, batch, rng, np.float32(heldout), objective_vars)
 
     def window_ends(self, step: int) -> bool:
         """Whether the step from `step` to `step + 1` ends a plateau window: the one at which
         the held-out loss must be passed to `train_step` (always False for other schedules)."""
         return self.uses_heldout and (step + 1) % self.config.optimizer.plateau_every == 0
 
-    def _train_step(self, state: TrainState, batch: dict, rng: jax.Array, heldout: jax.Array):
+    def _train_step(self, state, batch: dict, rng: jax.Array, heldout: jax.Array, frozen: Any):
         self.trace_count += 1  # runs at trace time only
         config = self.config
         rng = jax.random.fold_in(rng, state.step)
-        x = batch["image"]
+        x = batch[self.domain.batch_key]
+        adversary = self.objective.adversary
+        objective_vars = dict(frozen)
+        if adversary is not None:  # the discriminator as it is before this step, held fixed
+            objective_vars["adversary"] = state.adversary_params
 
         def loss_fn(params):
             out, model_state = self.model.apply(
@@ -226,14 +282,14 @@ class Trainer:
                 rngs={"noise": rng, "quantizer": jax.random.fold_in(rng, 1)},
                 mutable=list(state.model_state),
             )
-            loss, metrics = losses.rate_distortion_loss(x, out, config.lmbda, config.distortion)
+            loss, metrics = self.objective(x, out, objective_vars)
             if config.debug_inject_nan_at >= 0:  # testing hook (see the config's comment)
                 loss = loss + jnp.where(state.step == config.debug_inject_nan_at, jnp.nan, 0.0)
                 metrics["loss"] = loss
-            return loss, (metrics, model_state)
+            return loss, (metrics, model_state, out["x_hat"])
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, (metrics, model_state)), grads = grad_fn(state.params)
+        (loss, (metrics, model_state, x_hat)), grads = grad_fn(state.params)
         extra = {}
         if self.uses_heldout:
             # reduce_on_plateau compares the mean of `value` over each window of plateau_every
@@ -252,29 +308,93 @@ class Trainer:
         if self.plateau:  # the effective learning rate of this step, reductions included
             metrics["lr"] = metrics["lr"] * plateau_state(opt_state).scale
         model_state = {**state.model_state, **model_state}
-        return TrainState(state.step + 1, params, opt_state, model_state), metrics
+        new = {"step": state.step + 1, "params": params, "opt_state": opt_state}
+        if adversary is not None:
+            # One step of the discriminator against this step's x̂ (the codec's output before
+            # its update, as HiFiC alternates them), with its own optimizer.
+            a_grad_fn = jax.value_and_grad(adversary.discriminator_loss, has_aux=True)
+            (_, a_metrics), a_grads = a_grad_fn(
+                state.adversary_params, x, jax.lax.stop_gradient(x_hat)
+            )
+            a_updates, new["adversary_opt_state"] = adversary.optimizer.update(
+                a_grads, state.adversary_opt_state, state.adversary_params
+            )
+            new["adversary_params"] = optax.apply_updates(state.adversary_params, a_updates)
+            metrics.update(a_metrics)
+        return state.replace(model_state=model_state, **new), metrics
+
+    def reconstruction(self, state: TrainState, pixels: np.ndarray) -> np.ndarray:
+        """The eval-mode reconstruction of an image (uint8 H×W×3, at most its top-left 512²),
+        as uint8 of the same size."""
+        from nlq_jax.codec.api import pad_to_multiple, to_model_input
+        from nlq_jax.codec.image_io import to_uint8
+
+        pixels = pixels[:512, :512]
+        x = pad_to_multiple(to_model_input(pixels), self.model.stride)
+        variables = jax.device_get({"params": state.params, **state.model_state})
+        out = self.model.apply(variables, x, training=False)
+        h, w = pixels.shape[:2]
+        return to_uint8(np.asarray(out["x_hat"])[0, :h, :w])
 
 
 def refit_priors(trainer: Trainer, state: TrainState, batches) -> TrainState:
     """`state` with the model's categorical priors refit to the codes of `batches` (global
-    batches), for models whose module has `fit_priors` (discrete latents); else `state`.
+    batches), by its module's `fit_priors` (discrete latents; `state` if `batches` is empty).
 
     The code counts are summed by a jitted function over the global batches, so every process
     computes the same fit.
     """
     module = models.get_module(trainer.config.model.name)
-    if not hasattr(module, "fit_priors"):
-        return state
     count = jax.jit(functools.partial(trainer.model.apply, method="index_counts"))
     variables = {"params": state.params, **state.model_state}
     total = None
     for batch in batches:
-        counts = count(variables, batch["image"])
+        counts = count(variables, batch[trainer.domain.batch_key])
         total = counts if total is None else jax.tree_util.tree_map(jnp.add, total, counts)
     if total is None:
         return state
     params = jax.tree_util.tree_map(np.asarray, jax.device_get(state.params))
     return state.replace(params=module.fit_priors(trainer.model, params, jax.device_get(total)))
+
+
+# A hook: `hook(trainer, state, batches, info) -> state`, with `batches` an iterator of further
+# global training batches (take only what is needed) and `info` the logger's message line.
+Hook = Callable[[Trainer, TrainState, Iterator[dict], Callable[[str], None]], TrainState]
+PHASES = ("end",)  # "end": after the last step, before the export
+
+
+def _refit_priors_at_end(trainer: Trainer, state: TrainState, batches, info) -> TrainState:
+    """The "end" hook of discrete models: `refit_priors` on `prior_fit_batches` batches."""
+    n = trainer.config.get("prior_fit_batches", 0)
+    if not n:
+        return state
+    state = refit_priors(trainer, state, itertools.islice(batches, n))
+    info(f"refit the categorical priors to the codes of {n} training batches")
+    return state
+
+
+# The hooks a model module gets by what it exports: export name → {phase: hook}. A module may
+# instead declare its own, `TRAINING_HOOKS = {"end": (hook, ...)}`, which then replaces these.
+HOOKS_BY_EXPORT: dict[str, dict[str, Hook]] = {"fit_priors": {"end": _refit_priors_at_end}}
+
+
+def training_hooks(module) -> dict[str, tuple[Hook, ...]]:
+    """phase → the hooks of a model's module, in order: its `TRAINING_HOOKS` declaration if it
+    has one, else those its exports select in `HOOKS_BY_EXPORT`."""
+    declared = getattr(module, "TRAINING_HOOKS", None)
+    if declared is None:
+        declared = {}
+        for export, hooks in HOOKS_BY_EXPORT.items():
+            if getattr(module, export, None) is not None:
+                for phase, hook in hooks.items():
+                    declared.setdefault(phase, []).append(hook)
+    unknown = set(declared) - set(PHASES)
+    if unknown:
+        raise ValueError(f"unknown training hook phase(s) {sorted(unknown)}; use {PHASES}")
+    return {
+        phase: tuple(hooks) if isinstance(hooks, (tuple, list)) else (hooks,)
+        for phase, hooks in declared.items()
+    }
 
 
 def initialize_from_export(trainer: Trainer, state: TrainState, source: str) -> TrainState:
@@ -305,12 +425,15 @@ def initialize_from_export(trainer: Trainer, state: TrainState, source: str) -> 
             "(set the config's model fields to the export's, e.g. prior_filters)"
         )
 
-    def fresh(params, model_state):
-        return TrainState(
-            jnp.zeros((), jnp.int32), params, trainer.optimizer.init(params), model_state
+    def fresh(state, params, model_state):  # an adversary, if any, keeps its fresh state
+        return state.replace(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=trainer.optimizer.init(params),
+            model_state=model_state,
         )
 
-    return jax.jit(fresh, out_shardings=trainer.state_sharding)(params, variables)
+    return jax.jit(fresh, out_shardings=trainer.state_sharding)(state, params, variables)
 
 
 def _checkpoint_manager(workdir: Path, config):
@@ -458,7 +581,28 @@ def center_crops(images: list[tuple[str, np.ndarray]], size: int) -> np.ndarray:
     return np.stack(crops).astype(np.float32) / np.float32(255)
 
 
-class HeldOutLoss:
+class Evaluator:
+    """A measurement of the model on the held-out images, built by name (`EVALUATORS`).
+
+    The loop logs `__call__`'s scalars under "eval/" at the steps where `due` says so, and the
+    run's result holds `final`'s (with the exported codec) as "eval".
+    """
+
+    def due(self, done: int) -> bool:
+        """Whether to evaluate after `done` steps (not at the last: `final` runs there)."""
+        del done
+        return False
+
+    def __call__(self, state: TrainState) -> dict[str, float]:
+        return {}
+
+    def final(self, state: TrainState, codec) -> dict[str, float]:
+        """The end-of-run evaluation of `state`, whose export is `codec`."""
+        del state, codec
+        return {}
+
+
+class HeldOutLoss(Evaluator):
     """The rate–distortion loss of the model in eval mode (rounding, as CompressAI's
     `model.eval()` test loss) on fixed centre crops of held-out images, for the plateau schedule.
 
@@ -482,19 +626,20 @@ class HeldOutLoss:
         self._crops = self._crops.astype(np.float32)
         self._batch = b
         self._sharding = sharding.batch_sharding(trainer.mesh)
-        model, lmbda, distortion = trainer.model, config.lmbda, config.distortion
+        self._objective_vars = trainer.objective_vars
+        model, objective = trainer.model, trainer.objective
 
-        def total(params, model_state, x, mask):
+        def total(params, model_state, x, mask, extra):
             def one(image):  # batch 1 per image: the loss is a batch mean
                 image = image[None]
                 out = model.apply({"params": params, **model_state}, image, training=False)
-                return losses.rate_distortion_loss(image, out, lmbda, distortion)[0]
+                return objective(image, out, extra)[0]  # no adversary: the R–D loss
 
             return jnp.sum(jax.vmap(one)(x) * mask)
 
         self._total = jax.jit(total, out_shardings=sharding.replicated(trainer.mesh))
 
-    def __call__(self, state: TrainState) -> float:
+    def loss(self, state: TrainState) -> float:
         """The mean held-out loss of `state`'s model (the same value on every process)."""
         total = 0.0
         for i in range(0, len(self._mask), self._batch):
@@ -503,8 +648,15 @@ class HeldOutLoss:
                 jax.make_array_from_callback(a.shape, self._sharding, lambda idx, a=a: a[idx])
                 for a in (x, mask)
             )
-            total += float(jax.device_get(self._total(state.params, state.model_state, x, mask)))
+            total += float(
+                jax.device_get(
+                    self._total(state.params, state.model_state, x, mask, self._objective_vars)
+                )
+            )
         return total / self.num_images
+
+    def __call__(self, state: TrainState) -> dict[str, float]:
+        return {"heldout_loss": self.loss(state)}
 
 
 def evaluate_codec(codec, images: list[tuple[str, np.ndarray]]) -> dict[str, float]:
@@ -515,6 +667,46 @@ def evaluate_codec(codec, images: list[tuple[str, np.ndarray]]) -> dict[str, flo
         return {}
     results = evaluate_arrays(codec, images, codec.name)["results"]
     return {k: v[0] for k, v in results.items() if v[0] is not None}
+
+
+class CodecEvaluation(Evaluator):
+    """The codec's real bitstreams on the held-out images (`evaluate_codec`), every
+    `eval_every` steps and at the end."""
+
+    def __init__(self, trainer: Trainer, images: list[tuple[str, np.ndarray]]):
+        self.trainer, self.images = trainer, images
+
+    def due(self, done: int) -> bool:
+        config = self.trainer.config
+        return bool(config.eval_every) and done % config.eval_every == 0 and done < config.num_steps
+
+    def __call__(self, state: TrainState) -> dict[str, float]:
+        step = int(jax.device_get(state.step))
+        return evaluate_codec(_codec(self.trainer, state, f"step{step}"), self.images)
+
+    def final(self, state: TrainState, codec) -> dict[str, float]:
+        return evaluate_codec(codec, self.images)
+
+
+# Evaluators by the names `config.evaluators` lists: name → (trainer, held-out images) → an
+# Evaluator, or None where it has nothing to do (the held-out loss feeds only the plateau
+# schedule; the codec needs held-out images).
+EVALUATORS: dict[str, Callable[[Trainer, list], Evaluator | None]] = {
+    "heldout_loss": lambda trainer, images: (
+        HeldOutLoss(trainer, images) if trainer.uses_heldout else None
+    ),
+    "codec": lambda trainer, images: CodecEvaluation(trainer, images) if images else None,
+}
+
+
+def make_evaluators(trainer: Trainer, images: list[tuple[str, np.ndarray]]) -> dict:
+    """name → Evaluator, for the names of `config.evaluators` that apply to this run."""
+    names = trainer.config.get("evaluators", tuple(EVALUATORS))
+    unknown = [n for n in names if n not in EVALUATORS]
+    if unknown:
+        raise ValueError(f"unknown evaluator(s) {unknown}; use {', '.join(EVALUATORS)}")
+    built = {name: EVALUATORS[name](trainer, images) for name in names}
+    return {name: e for name, e in built.items() if e is not None}
 
 
 def _codec(trainer: Trainer, state: TrainState, label: str):
@@ -554,7 +746,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     # Input.
     data_it = make_train_iterator(config)
     holdout = eval_set(config)
-    heldout_loss = HeldOutLoss(trainer, holdout) if trainer.uses_heldout else None
+    evaluators = make_evaluators(trainer, holdout)
+    heldout_loss = evaluators.get("heldout_loss")
     if trainer.plateau:
         oc = config.optimizer
         watched = (
@@ -609,17 +802,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             batch = sharding.global_batch(next(data_it), trainer.mesh)
             # The plateau compares the held-out loss at each window's last step (of the weights
             # before it); nothing to carry over a restart: it is computed where it is needed.
-            value = heldout_loss(state) if trainer.window_ends(step) else 0.0
+            value = heldout_loss.loss(state) if trainer.window_ends(step) else 0.0
             state, metrics = trainer.train_step(state, batch, rng, value)
             first_bad = _first_nonfinite(first_bad, metrics["loss"], step)
             done = step + 1
             bar.advance()
             log_now = done % config.log_every == 0 or done == config.num_steps
             save_now = done % config.checkpoint_every == 0 or done == config.num_steps
-            eval_now = config.eval_every and done % config.eval_every == 0
+            due = [e for e in evaluators.values() if e.due(done)]
             image_now = config.image_every and done % config.image_every == 0
             window = trainer.window_ends(step)
-            if not (step == start or log_now or save_now or eval_now or image_now or window):
+            if not (step == start or log_now or save_now or due or image_now or window):
                 continue
             metrics, bad = jax.device_get((metrics, first_bad))
             if bad >= 0:
@@ -645,23 +838,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                     | {"steps_per_s": rate, "images_per_s": rate * config.data.batch_size}
                     | {f"data/{k}": v for k, v in data_it.stats.as_dict().items()},
                 )
-            if image_now:
-                logger.reconstruction(done, trainer, state, holdout)
+            if image_now and holdout and logger.enabled:
+                pixels = holdout[0][1]
+                logger.reconstruction(done, pixels, trainer.reconstruction(state, pixels))
             if save_now:
                 _save(manager, done, state, data_it)
-            if eval_now and done < config.num_steps:
-                means = evaluate_codec(_codec(trainer, state, f"step{done}"), holdout)
-                logger.scalars(done, {f"eval/{k}": v for k, v in means.items()})
+            for evaluator in due:
+                logger.scalars(done, {f"eval/{k}": v for k, v in evaluator(state).items()})
     finally:
         bar.close()
         manager.wait_until_finished()
         manager.close()
 
-    n = config.get("prior_fit_batches", 0)
-    if n and hasattr(models.get_module(config.model.name), "fit_priors"):
-        batches = (sharding.global_batch(next(data_it), trainer.mesh) for _ in range(n))
-        state = refit_priors(trainer, state, batches)
-        logger.info(f"refit the categorical priors to the codes of {n} training batches")
+    # The model's own end-of-training steps (discrete models: refit the priors).
+    for hook in training_hooks(models.get_module(config.model.name)).get("end", ()):
+        batches = (sharding.global_batch(next(data_it), trainer.mesh) for _ in itertools.count())
+        state = hook(trainer, state, batches, logger.info)
 
     # Export and final evaluation with real bitstreams.
     label = f"{config.model.name}-{config.name}" if config.get("name") else config.model.name
@@ -673,7 +865,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         if holdout:
             n = len(holdout)
             logger.info(f"evaluating on {n} held-out image{'s' * (n > 1)} with real bitstreams")
-        result["eval"] = evaluate_codec(codec, holdout)
+        result["eval"] = {}
+        for evaluator in evaluators.values():
+            result["eval"].update(evaluator.final(state, codec))
         if result["eval"]:
             logger.scalars(result["step"], {f"eval/{k}": v for k, v in result["eval"].items()})
             logger.info(
@@ -681,10 +875,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 f"{result['eval']['psnr-rgb']:.2f} dB PSNR (real bitstreams)"
             )
         if config.report and holdout:
-            from nlq_jax.evaluation.report import write_report
+            from nlq_jax.evaluation.report import get_writer
 
-            logger.info("writing the report: JPEG and WebP on the same images, RD plot")
-            result["report"] = write_report(workdir, codec, holdout, result, config)
+            name = config.get("report_writer", "baselines")
+            write = get_writer(name)
+            logger.info(f"writing the report ({name})")
+            result["report"] = write(workdir, codec, holdout, result, config)
         (workdir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         logger.info(summary(workdir, result))
     logger.close()

@@ -139,3 +139,16 @@ def write_report(workdir: Path, codec, images, result: dict, config) -> dict:
     (workdir / "report.md").write_text("\n".join(lines) + "\n")
     (workdir / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+# The end-of-run report writers by the name `config.report_writer` gives (the trainer calls the
+# one chosen when `config.report` is set): `write(workdir, codec, images, result, config)` →
+# the summary stored in the run's metrics.json.
+WRITERS = {"baselines": write_report}
+
+
+def get_writer(name: str):
+    """The report writer `name`; a one-line error names the known ones."""
+    if name not in WRITERS:
+        raise ValueError(f"unknown report writer {name!r}; use one of {', '.join(WRITERS)}")
+    return WRITERS[name]
