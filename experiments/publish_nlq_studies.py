@@ -39,7 +39,7 @@ def code_use(codec: Codec, images: list[tuple[str, np.ndarray]]) -> list[float]:
     sizes: list[int] = []
     for _, pixels in images:
         x = pad_to_multiple(to_model_input(pixels), codec.model.stride)
-        out = codec.runner.call("analysis", x)
+        out = codec.runner.call("indices", x)
         groups = out if isinstance(out, (list, tuple)) else [out]
         flat = [g[..., i] for g in groups for i in range(g.shape[-1])]
         if not used:

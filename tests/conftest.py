@@ -29,8 +29,6 @@ SMALL_EXTRA = {
     "cheng2020_anchor": {"M": 32},  # M = N
     "cheng2020_attn": {"M": 32},
     "elic": {"groups": (8, 8, 16, 16)},  # the paper's groups need M > 128
-    "nlq": {"N": 16, "latent_dim": 8, "quantizer": "rvq", "codebook_size": 32, "num_stages": 2},
-    "vqvae2": {"N": 16, "latent_dim": 8, "quantizer": "vq", "codebook_size": 32},
 }
 
 
@@ -39,8 +37,6 @@ def small_sizes(name: str) -> dict:
     module = models.get_module(name)
     if hasattr(module, "SMALL_SIZES"):
         return dict(module.SMALL_SIZES)
-    if name in ("nlq", "vqvae2"):
-        return dict(SMALL_EXTRA[name])
     return {**SMALL, **SMALL_EXTRA.get(name, {})}
 
 

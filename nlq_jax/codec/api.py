@@ -35,14 +35,13 @@ becomes the same error.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from nlq_jax import checkpoint, models
+from nlq_jax import checkpoint, models, quantizers
 from nlq_jax.codec import container, model_index
 from nlq_jax.codec.image_io import to_uint8
 from nlq_jax.domains import IMAGE, Domain, get_domain
@@ -135,7 +134,9 @@ class Codec:
             k: tuple(v) if isinstance(v, list) else v for k, v in dict(model_kwargs).items()
         }
         self.module = models.get_module(model_name)
-        self.model = self.module.Model(**self.model_kwargs)
+        # Older exports' flat quantizer arguments become the sub-dict (the hash keeps them).
+        kwargs = quantizers.from_legacy_kwargs(model_name, self.model_kwargs)
+        self.model = self.module.Model(**kwargs)
         # What the signal is (`nlq_jax.domains`): the model class's, an image if it says none.
         self.domain: Domain = get_domain(getattr(self.module.Model, "domain", "image"))
         self.params = params
@@ -231,7 +232,7 @@ class Codec:
         if "roi" in options and options["roi"] is None:
             del options["roi"]  # no region: the plain file, for every model
         if "roi" in options:
-            if "roi" not in inspect.signature(self.module.compress).parameters:
+            if "roi" not in models.coding_options(self.model):
                 raise ValueError(f"model {self.model_name!r} has no region-of-interest coding")
             b, h, w = x.shape[:3]
             options["roi"] = _padded_mask(options["roi"], b, h, w, self.model.stride)
@@ -355,7 +356,7 @@ class Codec:
         sizes = self._padded(*spatial)
         options = {}
         if num_stages is not None:
-            if "num_stages" not in inspect.signature(self.module.decompress).parameters:
+            if "num_stages" not in models.coding_options(self.model):
                 raise ValueError(f"num_stages applies to an RVQ model, not {self.model_name!r}")
             options["num_stages"] = num_stages
         try:

@@ -20,7 +20,6 @@ channel), for the models whose `compress` takes a region of interest.
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import time
 
@@ -253,11 +252,12 @@ def _init(args) -> int:
 
 def _roi_mask(args, codec, shape: tuple[int, int]):
     """`--roi`'s image → a bool mask of the input's size, or one NLQError line."""
+    from nlq_jax import models
     from nlq_jax.codec.api import MAX_PIXELS
     from nlq_jax.codec.image_io import load_image
     from nlq_jax.errors import ImageError
 
-    if "roi" not in inspect.signature(codec.module.compress).parameters:
+    if "roi" not in models.coding_options(codec.model):
         raise NLQError(
             f"--roi: model {codec.model_name!r} has no region-of-interest coding (models that "
             f"have: {_roi_models()})"
@@ -275,15 +275,10 @@ def _roi_mask(args, codec, shape: tuple[int, int]):
 
 
 def _roi_models() -> str:
-    """The models whose `compress` takes a region of interest (`roi=`)."""
+    """The models whose default configuration codes a region of interest (`roi=`)."""
     from nlq_jax import models
 
-    names = [
-        name
-        for name in models.MODELS
-        if "roi" in inspect.signature(models.get_module(name).compress).parameters
-    ]
-    return ", ".join(names)
+    return ", ".join(models.models_with("roi"))
 
 
 def _is_nlq_file(path: str) -> bool:

@@ -8,18 +8,23 @@
 | `CheckerboardCodec` | anchors, then non-anchors from a masked conv | ψ |
 | `AutoregressiveCodec` | wavefront by wavefront from a causal conv | ψ |
 | `ChannelGroupsCodec` | channel groups in sequence (uneven sizes, LRP) | ψ |
+| `CategoricalIndicesCodec` | a discrete quantizer's code indices, categorical prior | — |
+| `TwoLevelCodec` | a top latent, then a bottom one analysed with its help | — |
 """
 
 from nlq_jax.latent_codecs.autoregressive import AutoregressiveCodec
 from nlq_jax.latent_codecs.base import Context, LatentCodec, StreamCodec
+from nlq_jax.latent_codecs.categorical import CategoricalIndicesCodec
 from nlq_jax.latent_codecs.channel_groups import ChannelGroupsCodec
 from nlq_jax.latent_codecs.checkerboard import CheckerboardCodec, CheckerboardConv
 from nlq_jax.latent_codecs.entropy_bottleneck import EntropyBottleneckCodec
 from nlq_jax.latent_codecs.gaussian import GaussianConditionalCodec
 from nlq_jax.latent_codecs.hyperprior import HyperpriorCodec
+from nlq_jax.latent_codecs.two_level import TwoLevelCodec
 
 __all__ = [
     "AutoregressiveCodec",
+    "CategoricalIndicesCodec",
     "ChannelGroupsCodec",
     "CheckerboardCodec",
     "CheckerboardConv",
@@ -29,4 +34,5 @@ __all__ = [
     "HyperpriorCodec",
     "LatentCodec",
     "StreamCodec",
+    "TwoLevelCodec",
 ]

@@ -39,3 +39,16 @@ def get_module(name: str) -> ModuleType:
 def get_model(name: str, **kwargs) -> nn.Module:
     """Builds model `name` with keyword arguments (the config's `model` dict minus `name`)."""
     return get_module(name).Model(**kwargs)
+
+
+def coding_options(model: nn.Module) -> frozenset[str]:
+    """The coding options a model's `compress`/`decompress` take ("roi", "roi_gain",
+    "roi_stages_outside", "num_stages"): its latent codecs' (`composed.coding_options`)."""
+    from nlq_jax.models import composed
+
+    return composed.coding_options(model)
+
+
+def models_with(option: str) -> list[str]:
+    """The models whose default configuration takes the coding option `option`."""
+    return [name for name in MODELS if option in coding_options(get_model(name))]

@@ -69,12 +69,17 @@ from flax.core import FrozenDict
 
 from nlq_jax import quantizers
 from nlq_jax.entropy import categorical
-from nlq_jax.entropy import coder as coder_lib
-from nlq_jax.errors import FormatError
+from nlq_jax.latent_codecs.categorical import (  # noqa: F401 (the coding of the indices)
+    CategoricalIndicesCodec,
+    decode_indices,
+    decode_stages,
+    encode_indices,
+    encode_stages,
+    fixed_bits,
+)
 from nlq_jax.layers.blocks import AttentionBlock, ResidualBlock, SelfAttention
 from nlq_jax.layers.conv import DownConv, UpConv
-from nlq_jax.models import base
-from nlq_jax.models import roi as roi_lib
+from nlq_jax.models import composed
 
 
 def get_default_sizes(quality: int) -> dict:
@@ -133,7 +138,7 @@ def decoder(N: int, R: int, attention: bool, upsampling: str, name: str = "g_s")
     return nn.Sequential(layers, name=name)
 
 
-class Model(nn.Module):
+class Model(composed.LatentCodecModel):
     """NLQ: discrete-latent image compression; see the module docstring for the data flow.
 
     Attributes:
@@ -172,50 +177,40 @@ class Model(nn.Module):
         self.g_s = decoder(self.N, self.num_res_blocks, self.attention, self.upsampling)
         self.latent_quantizer = build_quantizer(self)
         self.prior = index_prior(self)
+        # The forward (x̂, bits {"indices"}, aux: the quantizer's "loss", "usage", "perplexity",
+        # "dead_codes", and "fixed_bits" [B], the fixed-length code of the indices) and the
+        # coding are the codec's.
+        self.entropy = CategoricalIndicesCodec(self.latent_quantizer, self.prior, key="indices")
 
-    def __call__(self, x: jax.Array, *, training: bool) -> dict:
-        """x: float [B, H, W, 3] in [0, 1] → {"x_hat", "bits": {"indices"}, "aux"}.
-
-        aux: the quantizer's "loss" (to add to the objective), "usage", "perplexity",
-        "dead_codes", and "fixed_bits" [B] (the fixed-length code of the indices).
-        """
-        z = self.g_a(x)
-        z_q, indices, q_aux = self.latent_quantizer(z, train=training)
-        _, bits = self.prior(indices, training=training)
-        aux = dict(q_aux)
-        aux["fixed_bits"] = fixed_bits(self.latent_quantizer.num_codes, indices)
-        return {"x_hat": self.g_s(z_q), "bits": {"indices": bits}, "aux": aux}
-
-    # The bitstream path's pieces (see `compress`/`decompress`).
-    def analysis(self, x: jax.Array) -> jax.Array:
+    # Conveniences on the indices (the codec's own pieces, from an image).
+    def indices(self, x: jax.Array) -> jax.Array:
         """x → code indices int32 [B, h, w, G] (eval mode)."""
-        return self.latent_quantizer(self.g_a(x), train=False)[1]
+        return self.entropy.indices(self.g_a(x))
 
-    def synthesis(self, indices: jax.Array) -> jax.Array:
+    def synthesis_indices(self, indices: jax.Array) -> jax.Array:
         """indices [B, h, w, G'] → x̂; an RVQ decodes the first G' ≤ S stages."""
-        if self.latent_quantizer.prefix_decodable:
-            z_q = self.latent_quantizer.decode(indices, num_stages=indices.shape[-1])
-        else:
-            z_q = self.latent_quantizer.decode(indices)
-        return self.g_s(z_q)
+        return self.g_s(self.entropy.dequantize(indices))
 
     def synthesis_stages(self, indices: jax.Array, stages: jax.Array) -> jax.Array:
         """RVQ indices [B, h, w, n] and int32 stages [B, h, w] in 1..n → x̂, each position
         decoded from the sum of its first `stages` codes (a region-of-interest file)."""
-        n = indices.shape[-1]
-        z_q = self.latent_quantizer.decode(indices, num_stages=n)
-        for s in range(1, n):
-            prefix = self.latent_quantizer.decode(indices, num_stages=s)
-            z_q = jnp.where((stages == s)[..., None], prefix, z_q)
-        return self.g_s(z_q)
+        return self.g_s(self.entropy.dequantize_stages(indices, stages))
 
     def index_counts(self, x: jax.Array) -> dict[str, list[jax.Array]]:
         """How often each code occurs in the eval-mode indices of x, per prior (see
         `fit_priors`)."""
         counts = code_counts(
-            self.latent_quantizer.num_codes, self.conditional_prior, self.analysis(x)
+            self.latent_quantizer.num_codes, self.conditional_prior, self.indices(x)
         )
         return {"prior": counts}
+
+    def synthesis_bytes_per_pixel(self) -> float:
+        return synthesis_bytes_per_pixel(self.N)
+
+    def extra_decode_bytes(self, height: int, width: int) -> int:
+        """The self-attention's (h·w)² weights at the latent's h × w, with attention
+        (quadratic: ≈4 GB for 2048², the term that dominates beyond ≈1 MP)."""
+        return attention_bytes((height // 16) * (width // 16)) if self.attention else 0
 
 
 def index_prior(model: nn.Module, num_codes: tuple[int, ...] | None = None, name="prior"):
@@ -225,14 +220,6 @@ def index_prior(model: nn.Module, num_codes: tuple[int, ...] | None = None, name
     return categorical.CategoricalPrior(
         num_codes=tuple(num_codes), conditional=model.conditional_prior, name=name
     )
-
-
-def fixed_bits(num_codes: tuple[int, ...], indices: jax.Array) -> jax.Array:
-    """Per-example bits of a fixed-length code of `indices` [B, h, w, G] (Σ_g log2 K_g per
-    position), as float32 [B]."""
-    positions = int(np.prod(indices.shape[1:-1]))
-    bits = categorical.fixed_length_bits(tuple(num_codes), positions)
-    return jnp.full((indices.shape[0],), bits, jnp.float32)
 
 
 def code_counts(
@@ -275,58 +262,6 @@ def fit_priors(model: nn.Module, params: dict, counts: dict, alpha: float = 0.5)
     return params
 
 
-def build_tables(model: Model, params: dict) -> dict:
-    """Coding tables of the indices (a pure function of the prior's parameters)."""
-    return {"indices": categorical.build_tables(index_prior(model), params["prior"])}
-
-
-def latent_shapes(model: Model, height: int, width: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of the coded index arrays for a (padded) image size (all RVQ stages)."""
-    groups = len(build_quantizer(model).num_codes)
-    return {"indices": (1, height // 16, width // 16, groups)}
-
-
-def progressive(model: Model) -> bool:
-    """Whether the model writes progressive files (its quantizer is `prefix_decodable`, an
-    RVQ: a stream per stage)."""
-    return prefix_stages(model) > 0
-
-
-def stream_specs(
-    model: Model, height: int, width: int, progressive: bool = True
-) -> list[base.StreamSpec]:
-    """What the streams of a (padded) image size must be (see `base.check_streams`).
-
-    [indices], all groups; an RVQ model's: [map, stage 1, stage 2 ... stage S], the stages
-    after the first optional (see the module docstring), or with `progressive=False` the
-    single stream of its version-1 files, a stage-count byte and at most S stages.
-    """
-    shape = latent_shapes(model, height, width)["indices"]
-    num_stages = prefix_stages(model)
-    if not num_stages:
-        return [base.StreamSpec("indices", int(np.prod(shape)))]
-    positions = int(np.prod(shape[:-1]))
-    if not progressive:
-        return [base.StreamSpec("indices", positions * num_stages, prefix=1)]
-    stage_map = base.StreamSpec("stage map", 1 + roi_lib.packed_bytes_bound(positions), raw=True)
-    stages = [
-        base.StreamSpec(f"stage {s}", positions, optional=s > 1) for s in range(1, num_stages + 1)
-    ]
-    return [stage_map, *stages]
-
-
-def file_stages(model: Model, streams: list[bytes], declared: int) -> tuple[int, int]:
-    """(stages the file was written with, stages complete in it) of streams that passed
-    `stream_specs`, of which `declared` the file declares (more when it was cut short); (1, 1)
-    for a quantizer other than RVQ."""
-    if not prefix_stages(model):
-        return 1, 1
-    if len(streams) == 1 and declared == 1:  # version 1: one stream, its stage count
-        stages = _legacy_stage_count(model, streams[0])
-        return stages, stages
-    return declared - 1, len(streams) - 1
-
-
 def synthesis_bytes_per_pixel(N: int) -> float:
     """Peak bytes per output pixel of `decoder` (g_s), an upper bound: like the GDN models',
     its largest maps are N-channel float32 maps at half resolution (N bytes per output pixel
@@ -342,202 +277,7 @@ def attention_bytes(tokens: int) -> int:
     return 8 * tokens**2
 
 
-def decode_memory(model: Model, height: int, width: int) -> int:
-    """Upper bound on the bytes `decompress` allocates for a (padded) image size: g_s at full
-    resolution, plus the self-attention's (h·w)² weights at the latent's h × w when the model
-    has attention (quadratic: ≈4 GB for 2048², the term that dominates beyond ≈1 MP)."""
-    specs = stream_specs(model, height, width)
-    tokens = (height // 16) * (width // 16)
-    return base.synthesis_memory(
-        height,
-        width,
-        synthesis_bytes_per_pixel(model.N),
-        base.coding_bytes(specs) + (attention_bytes(tokens) if model.attention else 0),
-    )
-
-
-def encode_indices(
-    coder: coder_lib.TableCoder, prior: nn.Module, indices: np.ndarray, groups: int | None = None
-) -> bytes:
-    """Range codes the first `groups` (default: all) index groups of int indices [1, h, w, G]
-    with the prior's tables, one chunk per group."""
-    indices = np.asarray(indices, np.int32)
-    groups = indices.shape[-1] if groups is None else groups
-    table_indexes = categorical.table_indexes(prior, indices)
-    encoder = coder_lib.new_encoder()
-    for g in range(groups):
-        coder.encode_chunk(encoder, indices[..., g], table_indexes[..., g])
-    return coder_lib.finish(encoder)
-
-
-def decode_indices(
-    coder: coder_lib.TableCoder,
-    prior: nn.Module,
-    data: bytes,
-    shape: tuple[int, ...],
-    groups: int | None = None,
-) -> np.ndarray:
-    """Inverse of `encode_indices`: int32 indices of `shape` [1, h, w, G] whose first `groups`
-    groups are decoded (the others stay 0). Group g's table indexes are computed from the
-    groups decoded before it (those after it are still 0 and do not enter)."""
-    indices = np.zeros(shape, np.int32)
-    groups = shape[-1] if groups is None else groups
-    decoder = coder_lib.new_decoder(data)
-    for g in range(groups):
-        table_indexes = categorical.table_indexes(prior, indices)
-        indices[..., g] = coder.decode_chunk(decoder, table_indexes[..., g])
-    return indices
-
-
-def encode_stages(
-    coder: coder_lib.TableCoder, prior: nn.Module, indices: np.ndarray, stages: np.ndarray
-) -> list[bytes]:
-    """Range codes RVQ indices [1, h, w, G] one stream per stage s = 1 ... max(stages): group
-    s − 1 at the positions whose `stages` [h, w] is at least s, in raster order."""
-    indices = np.asarray(indices, np.int32)
-    table_indexes = categorical.table_indexes(prior, indices)
-    out = []
-    for g in range(int(np.max(stages))):
-        coded = stages >= g + 1
-        encoder = coder_lib.new_encoder()
-        coder.encode_chunk(encoder, indices[0, ..., g][coded], table_indexes[0, ..., g][coded])
-        out.append(coder_lib.finish(encoder))
-    return out
-
-
-def decode_stages(
-    coder: coder_lib.TableCoder,
-    prior: nn.Module,
-    streams: list[bytes],
-    shape: tuple[int, ...],
-    stages: np.ndarray,
-) -> np.ndarray:
-    """Inverse of `encode_stages` for its first len(streams) streams: int32 indices of `shape`
-    [1, h, w, G], 0 where a position does not have the stage (or it is not decoded)."""
-    indices = np.zeros(shape, np.int32)
-    for g, data in enumerate(streams):
-        coded = stages >= g + 1
-        decoder = coder_lib.new_decoder(data)
-        table_indexes = categorical.table_indexes(prior, indices)[0, ..., g][coded]
-        indices[0, ..., g][coded] = coder.decode_chunk(decoder, table_indexes)
-    return indices
-
-
-def compress(
-    runner: base.Runner,
-    x: np.ndarray,
-    num_stages: int | None = None,
-    roi: np.ndarray | None = None,
-    roi_stages_outside: int = 1,
-) -> list[list[bytes]]:
-    """Padded images [B, H, W, 3] → each image's streams: [indices], or an RVQ model's
-    [map, stage 1, ..., stage n] (see the module docstring).
-
-    Args:
-      runner: the model bound to its variables and tables.
-      x: the padded images.
-      num_stages: an RVQ model codes only its first `num_stages` stages (default: all).
-      roi: a region of interest (RVQ), a mask [H, W] or one per image [B, H, W], padded like
-        the images, nonzero in the region: the latent positions it touches get every coded
-        stage, the others only the first `roi_stages_outside`.
-      roi_stages_outside: the stages outside the region, 1..num_stages.
-    """
-    model = runner.model
-    stages = _coded_stages(model, num_stages)
-    if stages is None:
-        if roi is not None:
-            raise ValueError(f"roi applies to an 'rvq' model, not {model.quantizer['name']!r}")
-        prior = index_prior(model)
-        return [
-            [encode_indices(runner.coder("indices"), prior, i[None])]
-            for i in runner.call("analysis", x)
-        ]
-    if roi is not None:
-        roi = np.broadcast_to(np.asarray(roi), (len(x), *x.shape[1:3]))
-        outside = int(roi_stages_outside)
-        if not 1 <= outside <= stages:
-            raise ValueError(f"roi_stages_outside must be in 1..{stages}, got {roi_stages_outside}")
-    prior = index_prior(model)
-    out = []
-    for i, idx in enumerate(runner.call("analysis", x)):
-        per_position = np.full(idx.shape[:2], stages)
-        stage_map = b"\x00"
-        if roi is not None:
-            mask = roi_lib.latent_mask(roi[i], model.stride)
-            per_position = np.where(mask, stages, outside)
-            if per_position.min() < per_position.max():
-                stage_map = bytes([outside]) + roi_lib.pack_mask(mask)
-        streams = encode_stages(runner.coder("indices"), prior, idx[None], per_position)
-        out.append([stage_map, *streams])
-    return out
-
-
-def decompress(
-    runner: base.Runner,
-    streams: list[bytes],
-    height: int,
-    width: int,
-    num_stages: int | None = None,
-) -> np.ndarray:
-    """Inverse of `compress`: the reconstruction [1, H, W, 3] (float, unclipped).
-
-    Args:
-      runner: the model bound to its variables and tables.
-      streams: the file's streams (of a progressive file, the complete ones).
-      height, width: the padded image size.
-      num_stages: an RVQ model decodes at most the first `num_stages` stages (default: all
-        those present).
-    """
-    model = runner.model
-    shape = latent_shapes(model, height, width)["indices"]
-    limit = _coded_stages(model, num_stages)
-    coder, prior = runner.coder("indices"), index_prior(model)
-    if not prefix_stages(model):
-        return runner.call("synthesis", decode_indices(coder, prior, streams[0], shape))
-    if len(streams) == 1:  # version 1: a stage-count byte, then every stage in one coder
-        groups = min(_legacy_stage_count(model, streams[0]), limit)
-        indices = decode_indices(coder, prior, streams[0][1:], shape, groups)
-        return runner.call("synthesis", indices[..., :groups])
-    present = min(len(streams) - 1, limit)
-    per_position = _stage_map(model, streams[0], shape[1:3], present)
-    indices = decode_stages(coder, prior, streams[1 : present + 1], shape, per_position)
-    if per_position.min() == present:
-        return runner.call("synthesis", indices[..., :present])
-    return runner.call("synthesis_stages", indices[..., :present], per_position[None])
-
-
-def _stage_map(model: Model, data: bytes, shape: tuple[int, int], present: int) -> np.ndarray:
-    """The map stream → int32 stages [h, w] of each position, at most `present`."""
-    if data == b"\x00":
-        return np.full(shape, present, np.int32)
-    outside, num_stages = data[0], prefix_stages(model)
-    if not 1 <= outside < num_stages:
-        raise FormatError(
-            f"corrupted stage map (stages outside the region {outside}, not in 1..{num_stages - 1})"
-        )
-    mask = roi_lib.unpack_mask(data[1:], shape)
-    if mask.all() or not mask.any():
-        raise FormatError("corrupted stage map (a region of interest that is all or nothing)")
-    return np.where(mask, present, min(outside, present)).astype(np.int32)
-
-
-def _legacy_stage_count(model: Model, data: bytes) -> int:
-    """The stage count that starts a version-1 RVQ stream."""
-    num_stages = prefix_stages(model)
-    if not data or not 1 <= data[0] <= num_stages:
-        raise FormatError(f"corrupted stream (stage count not in 1..{num_stages})")
-    return data[0]
-
-
-def _coded_stages(model: Model, num_stages: int | None) -> int | None:
-    """How many RVQ stages to code (None for other quantizers, which code every group)."""
-    total = prefix_stages(model)
-    if not total:
-        if num_stages is not None:
-            name = model.quantizer["name"]
-            raise ValueError(f"num_stages applies to an 'rvq' model, not {name!r}")
-        return None
-    stages = total if num_stages is None else int(num_stages)
-    if not 1 <= stages <= total:
-        raise ValueError(f"num_stages must be in 1..{total}, got {num_stages}")
-    return stages
+(build_tables, compress, decompress, stream_specs, decode_memory, latent_shapes) = (
+    composed.functions()
+)
+progressive, file_stages = composed.progressive, composed.file_stages

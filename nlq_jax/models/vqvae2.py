@@ -36,26 +36,21 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax.core import FrozenDict
 
 from nlq_jax import quantizers
-from nlq_jax.entropy import categorical
+from nlq_jax.latent_codecs.categorical import CategoricalIndicesCodec
+from nlq_jax.latent_codecs.two_level import TwoLevelCodec
 from nlq_jax.layers.blocks import AttentionBlock, ResidualBlock, SelfAttention
 from nlq_jax.layers.conv import DownConv, UpConv
-from nlq_jax.models import base
+from nlq_jax.models import composed
 from nlq_jax.models.nlq import (  # noqa: F401 (fit_priors: this model's, too)
     build_quantizer,
     code_counts,
-    decode_indices,
-    encode_indices,
     fit_priors,
-    fixed_bits,
     index_prior,
     synthesis_bytes_per_pixel,
 )
-
-LEVELS = ("top", "bottom")
 
 
 def get_default_sizes(quality: int) -> dict:
@@ -70,7 +65,7 @@ def get_default_sizes(quality: int) -> dict:
 SMALL_SIZES = {"N": 16, "latent_dim": 8, "quantizer": {"name": "vq", "codebook_size": 32}}
 
 
-class Model(nn.Module):
+class Model(composed.LatentCodecModel):
     """Two-level VQ-VAE-2; see the module docstring for the data flow.
 
     Attributes:
@@ -133,60 +128,36 @@ class Model(nn.Module):
         self.quantizer_bottom = build_quantizer(self)
         self.prior_top = index_prior(self, name="prior_top")
         self.prior_bottom = index_prior(self, name="prior_bottom")
+        # Both levels' indices coded as they are (an RVQ's stages in one stream each: prefix
+        # files are `nlq`'s feature).
+        self.entropy = TwoLevelCodec(
+            top_analysis=self.g_a_top,
+            top_synthesis=self.g_s_top,
+            merge=self.bottom_projection,
+            top=CategoricalIndicesCodec(
+                self.quantizer_top, self.prior_top, key="top", progressive=False
+            ),
+            bottom=CategoricalIndicesCodec(
+                self.quantizer_bottom, self.prior_bottom, key="bottom", progressive=False
+            ),
+        )
 
-    def _quantize(self, x: jax.Array, train: bool):
-        """Both levels: ((z_q_top, indices_top, aux_top), (z_q_bottom, indices_bottom, aux))."""
-        h_b = self.g_a(x)
-        top = self.quantizer_top(self.g_a_top(h_b), train=train)
-        conditioning = self.g_s_top(top[0])
-        z_b = self.bottom_projection(jnp.concatenate([h_b, conditioning], axis=-1))
-        bottom = self.quantizer_bottom(z_b, train=train)
-        return top, bottom
-
-    def _synthesize(self, z_q_top: jax.Array, z_q_bottom: jax.Array) -> jax.Array:
+    def synthesis(self, y_hat: tuple[jax.Array, jax.Array]) -> jax.Array:
+        """(ẑ_t, ẑ_b) → x̂: g_s of [ẑ_b, the top up-sampled]."""
+        z_q_top, z_q_bottom = y_hat
         return self.g_s(jnp.concatenate([z_q_bottom, self.upsample_top(z_q_top)], axis=-1))
 
-    def __call__(self, x: jax.Array, *, training: bool) -> dict:
-        """x: float [B, H, W, 3] in [0, 1] → {"x_hat", "bits": {"top", "bottom"}, "aux"}.
-
-        aux: "loss" (both quantizers' losses), "fixed_bits" [B] (fixed-length code of both
-        index arrays), "usage"/"perplexity"/"dead_codes" (means of the two levels), and each
-        level's own entries prefixed "top/" and "bottom/".
-        """
-        top, bottom = self._quantize(x, training)
-        bits, aux = {}, {"loss": 0.0, "fixed_bits": 0.0}
-        for level, (_, indices, q_aux), prior, quantizer in zip(
-            LEVELS,
-            (top, bottom),
-            (self.prior_top, self.prior_bottom),
-            (self.quantizer_top, self.quantizer_bottom),
-        ):
-            bits[level] = prior(indices, training=training)[1]
-            level_fixed = fixed_bits(quantizer.num_codes, indices)
-            aux["loss"] = aux["loss"] + q_aux["loss"]
-            aux["fixed_bits"] = aux["fixed_bits"] + level_fixed
-            aux[f"{level}/fixed_bits"] = level_fixed
-            for key, value in q_aux.items():
-                if key != "loss":
-                    aux[f"{level}/{key}"] = value
-                    aux[key] = aux.get(key, 0.0) + value / len(LEVELS)
-        x_hat = self._synthesize(top[0], bottom[0])
-        return {"x_hat": x_hat, "bits": bits, "aux": aux}
-
-    # The bitstream path's pieces (see `compress`/`decompress`).
-    def analysis(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    # Conveniences on the indices (the codecs' own pieces, from an image).
+    def indices(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """x → (top indices [B, H/16, W/16, G], bottom indices [B, H/s, W/s, G]) (eval)."""
-        top, bottom = self._quantize(x, False)
-        return top[1], bottom[1]
-
-    def synthesis(self, indices_top: jax.Array, indices_bottom: jax.Array) -> jax.Array:
-        return self._synthesize(
-            self.quantizer_top.decode(indices_top), self.quantizer_bottom.decode(indices_bottom)
-        )
+        h_b = self.g_a(x)
+        top = self.entropy.top.indices(self.g_a_top(h_b))
+        z_b = self.entropy.analysis_bottom(h_b, self.entropy.top.dequantize(top))
+        return top, self.entropy.bottom.indices(z_b)
 
     def index_counts(self, x: jax.Array) -> dict[str, list[jax.Array]]:
         """Code counts of both levels' eval-mode indices (see `nlq.fit_priors`)."""
-        top, bottom = self.analysis(x)
+        top, bottom = self.indices(x)
         return {
             "prior_top": code_counts(self.quantizer_top.num_codes, self.conditional_prior, top),
             "prior_bottom": code_counts(
@@ -194,61 +165,12 @@ class Model(nn.Module):
             ),
         }
 
-
-def build_tables(model: Model, params: dict) -> dict:
-    """Coding tables of both index arrays (a pure function of the priors' parameters)."""
-    return {
-        level: categorical.build_tables(index_prior(model), params[f"prior_{level}"])
-        for level in LEVELS
-    }
+    def synthesis_bytes_per_pixel(self) -> float:
+        """g_s: residual blocks and up-sampling like `nlq`'s, no attention (g_s_top only runs
+        in the encoder)."""
+        return synthesis_bytes_per_pixel(self.N)
 
 
-def latent_shapes(model: Model, height: int, width: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of the coded index arrays for a (padded) image size."""
-    groups = len(build_quantizer(model).num_codes)
-    s = model.bottom_stride
-    return {
-        "top": (1, height // 16, width // 16, groups),
-        "bottom": (1, height // s, width // s, groups),
-    }
-
-
-def stream_specs(model: Model, height: int, width: int) -> list[base.StreamSpec]:
-    """What the streams of a (padded) image size must be (see `base.check_streams`):
-    [top, bottom], every group of both levels."""
-    shapes = latent_shapes(model, height, width)
-    return [base.StreamSpec(level, int(np.prod(shapes[level]))) for level in LEVELS]
-
-
-def decode_memory(model: Model, height: int, width: int) -> int:
-    """Upper bound on the bytes `decompress` allocates for a (padded) image size: g_s (residual
-    blocks and up-sampling like `nlq`'s, no attention: g_s_top only runs in the encoder) and
-    the index arrays' host copies."""
-    specs = stream_specs(model, height, width)
-    return base.synthesis_memory(
-        height, width, synthesis_bytes_per_pixel(model.N), base.coding_bytes(specs)
-    )
-
-
-def compress(runner: base.Runner, x: np.ndarray) -> list[list[bytes]]:
-    """Padded images [B, H, W, 3] → each image's streams [top, bottom]."""
-    prior = index_prior(runner.model)
-    top, bottom = runner.call("analysis", x)
-    return [
-        [
-            encode_indices(runner.coder("top"), prior, t[None]),
-            encode_indices(runner.coder("bottom"), prior, b[None]),
-        ]
-        for t, b in zip(top, bottom)
-    ]
-
-
-def decompress(runner: base.Runner, streams: list[bytes], height: int, width: int) -> np.ndarray:
-    """Inverse of `compress`: the reconstruction [1, H, W, 3] (float, unclipped)."""
-    shapes = latent_shapes(runner.model, height, width)
-    prior = index_prior(runner.model)
-    top, bottom = (
-        decode_indices(runner.coder(level), prior, data, shapes[level])
-        for level, data in zip(LEVELS, streams)
-    )
-    return runner.call("synthesis", top, bottom)
+(build_tables, compress, decompress, stream_specs, decode_memory, latent_shapes) = (
+    composed.functions()
+)

@@ -67,12 +67,13 @@ def _noise(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-def test_the_54_byte_bomb_is_refused_before_allocation():
-    """Issue 15's file: a hyperprior declaring 2048² with two empty streams (it decoded, using
-    gigabytes); a stream that codes symbols holds at least one word."""
+def test_the_68_byte_bomb_is_refused_before_allocation():
+    """Issue 15's file (54 bytes in version 1, 68 in version 3): a hyperprior declaring 2048²
+    with two empty streams (it decoded, using gigabytes); a stream that codes symbols holds at
+    least one word."""
     codec = small_codec("hyperprior", trained=False)
     data = _forged(codec, 2048, 2048, [b"", b""])
-    assert len(data) == 54
+    assert len(data) == 68
     with peak_rss_growth() as growth, pytest.raises(FormatError, match="stream 'z': 0 bytes"):
         codec.decompress(data)
     assert growth.bytes < 64 * MiB
@@ -80,7 +81,7 @@ def test_the_54_byte_bomb_is_refused_before_allocation():
 
 def test_a_declared_size_over_the_budget_is_refused_before_allocation():
     """Well-formed one-word streams behind a 4096² header: the budget refuses it, not the
-    file's 62 bytes, and nothing is allocated for the image."""
+    file's 76 bytes, and nothing is allocated for the image."""
     codec = small_codec("hyperprior", trained=False)
     data = _forged(codec, 4096, 4096, [bytes(4), bytes(4)])
     budget = 256 * MiB

@@ -112,7 +112,7 @@ def test_the_file_carries_the_region_and_decodes_from_it_alone():
     latent[1, 2] = True
     stages = np.where(latent, 3, 2)
     x = pad_to_multiple(to_model_input(pixels), 16)
-    expected = codec.runner.call("analysis", x)
+    expected = codec.runner.call("indices", x)
     coder, prior = codec.runner.coder("indices"), nlq.index_prior(codec.model)
     decoded = nlq.decode_stages(coder, prior, streams[1:], (1, 3, 4, 3), stages)
     np.testing.assert_array_equal(decoded[..., :2], expected[..., :2])
@@ -126,7 +126,7 @@ def test_the_file_carries_the_region_and_decodes_from_it_alone():
     )
     np.testing.assert_array_equal(
         codec.decompress_float(cut)[1],
-        codec.runner.call("synthesis", expected[..., :2])[0, :40, :56],
+        codec.runner.call("synthesis_indices", expected[..., :2])[0, :40, :56],
     )
 
 
@@ -194,7 +194,7 @@ def test_cli_compress_with_a_region(tmp_path, capsys):
         (export, "bad.png"): "bad.png",
         (export, "missing.png"): "missing.png",
         (factorized, "grey.png"): "model 'factorized' has no region-of-interest coding",
-        (fsq, "grey.png"): "roi applies to an 'rvq' model, not 'fsq'",
+        (fsq, "grey.png"): "model 'nlq' has no region-of-interest coding",
     }
     for (directory, mask), words in cases.items():
         argv = ["compress", str(tmp_path / "in.png"), str(tmp_path / "x.nlq"), "--checkpoint"]

@@ -140,7 +140,7 @@ def test_decompress_equals_eval_forward_exactly(variant):
     # The decoded indices are the eval-mode encoder's, and the coder spends about the prior's
     # information (its overhead: a 32-bit flush per stream, an RVQ's one-byte stage map).
     x = pad_to_multiple(to_model_input(pixels), codec.model.stride)
-    expected = codec.runner.call("analysis", x)
+    expected = codec.runner.call("indices", x)
     expected = expected if isinstance(expected, tuple) else (expected,)
     shapes = codec.module.latent_shapes(codec.model, 48, 64)
     _, streams = container.unpack(data)
@@ -154,8 +154,9 @@ def test_decompress_equals_eval_forward_exactly(variant):
         )
         np.testing.assert_array_equal(decoded, expected[0])
     else:
-        for (key, shape), stream, indices in zip(shapes.items(), streams, expected):
-            decoded = nlq.decode_indices(codec.runner.coder(key), prior, stream, shape)
+        keys = [spec.name for spec in codec.module.stream_specs(codec.model, 48, 64)]
+        for key, stream, indices in zip(keys, streams, expected):
+            decoded = nlq.decode_indices(codec.runner.coder(key), prior, stream, shapes[key])
             np.testing.assert_array_equal(decoded, indices, err_msg=key)
     information = sum(float(b[0]) for b in forward["bits"].values())
     payload = 8 * sum(len(s) for s in streams)
@@ -172,8 +173,9 @@ def test_rvq_prefix_files_and_bad_stage_maps():
     _, x1 = codec.decompress_float(prefix)
     # A 1-stage file decodes to the synthesis of the first stage's code alone.
     x = pad_to_multiple(to_model_input(pixels), 16)
-    indices = codec.runner.call("analysis", x)
-    np.testing.assert_array_equal(x1, codec.runner.call("synthesis", indices[..., :1])[0, :40, :40])
+    indices = codec.runner.call("indices", x)
+    first = codec.runner.call("synthesis_indices", indices[..., :1])
+    np.testing.assert_array_equal(x1, first[0, :40, :40])
     np.testing.assert_array_equal(codec.decompress_float(full, num_stages=1)[1], x1)
     with pytest.raises(ValueError, match="num_stages"):
         codec.compress(pixels, num_stages=3)
@@ -195,12 +197,12 @@ def test_rvq_files_of_version_1_still_decode():
     codec = random_codec("rvq-conditional")
     pixels = (_images((40, 40, 3), seed=6) * 255).astype(np.uint8)
     x = pad_to_multiple(to_model_input(pixels), 16)
-    indices = codec.runner.call("analysis", x)
+    indices = codec.runner.call("indices", x)
     header = container.Header("nlq", codec.hash, 40, 40, 3)
     coder, prior = codec.runner.coder("indices"), nlq.index_prior(codec.model)
     for stages in (1, 2):
         stream = bytes([stages]) + nlq.encode_indices(coder, prior, indices, stages)
-        old = container.pack(header, [stream])
+        old = container.pack(header, [stream], version=1)
         assert old[4] == 1
         new = codec.compress(pixels, num_stages=stages)
         np.testing.assert_array_equal(
@@ -211,7 +213,7 @@ def test_rvq_files_of_version_1_still_decode():
         codec.decompress(old, num_stages=1), codec.decompress(codec.compress(pixels, num_stages=1))
     )
     for count in (0, 3):
-        bad = container.pack(header, [bytes([count]) + stream[1:]])
+        bad = container.pack(header, [bytes([count]) + stream[1:]], version=1)
         with pytest.raises(FormatError, match="stage count"):
             codec.decompress(bad)
 
