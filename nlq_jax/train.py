@@ -141,10 +141,26 @@ def plateau_state(opt_state: Any) -> optax.contrib.ReduceLROnPlateauState | None
 
 
 def model_kwargs(config: ml_collections.ConfigDict) -> dict:
-    """The model's constructor arguments: `config.model` minus its name."""
+    """The model's constructor arguments: `config.model` minus its name (an older config's flat
+    quantizer fields as the `quantizer` sub-dict, `quantizers.from_legacy_kwargs`)."""
+    from nlq_jax import quantizers
+
     kwargs = config.model.to_dict()
-    kwargs.pop("name")
-    return kwargs
+    name = kwargs.pop("name")
+    return quantizers.from_legacy_kwargs(name, kwargs)
+
+
+def _comparable(kwargs: dict) -> dict:
+    """Model kwargs with JSON's lists as tuples, nested dicts included, for comparing."""
+
+    def fix(value):
+        if isinstance(value, (list, tuple)):
+            return tuple(fix(v) for v in value)
+        if isinstance(value, dict) or hasattr(value, "items"):
+            return {k: fix(v) for k, v in dict(value).items()}
+        return value
+
+    return {k: fix(v) for k, v in kwargs.items()}
 
 
 class Trainer:
@@ -406,8 +422,10 @@ def initialize_from_export(trainer: Trainer, state: TrainState, source: str) -> 
     directory = pretrained.resolve(source)
     meta, variables, _ = checkpoint.load_variables(directory)
     config = trainer.config
-    theirs = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["kwargs"].items()}
-    ours = model_kwargs(config)
+    from nlq_jax import quantizers
+
+    theirs = _comparable(quantizers.from_legacy_kwargs(meta["model"], meta["kwargs"]))
+    ours = _comparable(model_kwargs(config))
     differ = sorted(k for k in set(theirs) & set(ours) if theirs[k] != ours[k])
     if meta["model"] != config.model.name or differ:
         raise CheckpointError(
