@@ -119,15 +119,24 @@ class StreamCodec(LatentCodec):
     (so a parent can also put several such codecs into one stream).
 
     Subclasses set `key` (the stream's and the latent's name) and implement `encode_into`,
-    `decode_from` and `num_symbols`.
+    `decode_from` and `num_symbols`. A codec whose coding needs only a function of `cond` (a
+    Gaussian's table indexes and means) sets `prepares = True` and implements it as the
+    jittable `prepare(cond)`; its `encode_into`/`decode_from` then take `prepared=` in place
+    of computing it, so a parent computes it in its own jitted step (one call less per group).
     """
 
+    prepares = False
+
     @nn.nowrap
-    def encode_into(self, ctx: Context, encoder, y: np.ndarray, cond: Any = None) -> np.ndarray:
+    def encode_into(
+        self, ctx: Context, encoder, y: np.ndarray, cond: Any = None, prepared: Any = None
+    ) -> np.ndarray:
         raise NotImplementedError
 
     @nn.nowrap
-    def decode_from(self, ctx: Context, decoder, shape: tuple[int, ...], cond: Any = None):
+    def decode_from(
+        self, ctx: Context, decoder, shape: tuple[int, ...], cond: Any = None, prepared: Any = None
+    ):
         raise NotImplementedError
 
     def latents(self, y: jax.Array) -> dict[str, jax.Array]:

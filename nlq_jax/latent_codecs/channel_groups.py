@@ -64,12 +64,15 @@ class ChannelGroupsCodec(StreamCodec):
     # The bitstream path's jitted pieces.
     def group_step(self, k: int, cond: Any, done: tuple, last: jax.Array | None):
         """Finishes group k − 1 (`last`, its dequantized symbols: refined) and conditions group
-        k: (group k − 1 finished or None, cond_k)."""
+        k: (group k − 1 finished or None, cond_k, or what group k's codec prepares of it)."""
         finished = None
         if last is not None:
             finished = self.context.refine(k - 1, cond, done, last)
             done = (*done, finished)
-        return finished, self.context(k, cond, done)
+        cond_k = self.context(k, cond, done)
+        if self.codecs[k].prepares:
+            return finished, self.codecs[k].prepare(cond_k)
+        return finished, cond_k
 
     def finish(self, cond: Any, done: tuple, last: jax.Array) -> jax.Array:
         """The last group refined, and every group concatenated: ŷ."""
@@ -91,21 +94,26 @@ class ChannelGroupsCodec(StreamCodec):
             finished, cond_k = ctx.call_static("group_step", (k,), cond, done, last)
             if finished is not None:
                 done += (finished,)
-            last = code_group(k, ctx.child("codecs", k), cond_k)
+            sub = ctx.child("codecs", k)
+            if self.codecs[k].prepares:  # the step computed what the codec needs of cond_k
+                last = code_group(k, sub, None, cond_k)
+            else:
+                last = code_group(k, sub, cond_k, None)
         return ctx.call("finish", cond, done, last)
 
     @nn.nowrap
-    def encode_into(self, ctx: Context, encoder, y: np.ndarray, cond: Any = None) -> np.ndarray:
+    def encode_into(self, ctx: Context, encoder, y, cond=None, prepared=None) -> np.ndarray:
         parts = self._split(np.asarray(y))
 
-        def code_group(k, sub, cond_k):
-            return self.codecs[k].encode_into(sub, encoder, parts[k], cond_k)
+        def code_group(k, sub, cond_k, prepared):
+            return self.codecs[k].encode_into(sub, encoder, parts[k], cond_k, prepared)
 
         return self._run(ctx, cond, code_group)
 
     @nn.nowrap
-    def decode_from(self, ctx: Context, decoder, shape: tuple[int, ...], cond: Any = None):
-        def code_group(k, sub, cond_k):
-            return self.codecs[k].decode_from(sub, decoder, (*shape[:-1], self.groups[k]), cond_k)
+    def decode_from(self, ctx: Context, decoder, shape, cond=None, prepared=None):
+        def code_group(k, sub, cond_k, prepared):
+            shape_k = (*shape[:-1], self.groups[k])
+            return self.codecs[k].decode_from(sub, decoder, shape_k, cond_k, prepared)
 
         return self._run(ctx, cond, code_group)

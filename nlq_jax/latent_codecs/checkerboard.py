@@ -169,7 +169,7 @@ class CheckerboardCodec(StreamCodec):
         return {self.key: gaussian.build_tables(precision=self.table_precision)}
 
     @nn.nowrap
-    def encode_into(self, ctx: Context, encoder, y: np.ndarray, cond: Any = None) -> np.ndarray:
+    def encode_into(self, ctx: Context, encoder, y, cond=None, prepared=None) -> np.ndarray:
         a, n = positions(*y.shape[1:3])
         coder = ctx.coder(self.key)
         y_flat = y.reshape(-1, y.shape[-1])
@@ -186,7 +186,7 @@ class CheckerboardCodec(StreamCodec):
         return y_hat
 
     @nn.nowrap
-    def decode_from(self, ctx: Context, decoder, shape: tuple[int, ...], cond: Any = None):
+    def decode_from(self, ctx: Context, decoder, shape, cond=None, prepared=None):
         a, n = positions(*shape[1:3])
         coder = ctx.coder(self.key)
         y_hat = np.zeros(shape, np.float32)

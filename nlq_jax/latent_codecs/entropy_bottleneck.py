@@ -40,13 +40,13 @@ class EntropyBottleneckCodec(StreamCodec):
         return {self.key: tables, self.key + "_medians": medians}
 
     @nn.nowrap
-    def encode_into(self, ctx: Context, encoder, y: np.ndarray, cond: Any = None) -> np.ndarray:
+    def encode_into(self, ctx: Context, encoder, y, cond=None, prepared=None) -> np.ndarray:
         medians = ctx.tables[self.key + "_medians"]
         sym = base.symbols(y, medians)
         ctx.coder(self.key).encode_chunk(encoder, sym, base.channel_indexes(sym.shape))
         return base.dequantize(sym, medians)
 
     @nn.nowrap
-    def decode_from(self, ctx: Context, decoder, shape: tuple[int, ...], cond: Any = None):
+    def decode_from(self, ctx: Context, decoder, shape, cond=None, prepared=None):
         sym = ctx.coder(self.key).decode_chunk(decoder, base.channel_indexes(shape))
         return base.dequantize(sym, ctx.tables[self.key + "_medians"])

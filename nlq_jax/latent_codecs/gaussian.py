@@ -115,10 +115,16 @@ class GaussianConditionalCodec(StreamCodec):
         return y_hat, {self.key: bits}
 
     # The bitstream path's jitted pieces (the encoder and the decoder call them alike).
+    prepares = True
+
     def coding_params(self, cond: Any) -> tuple[jax.Array, jax.Array]:
         """cond → (table indexes, means)."""
         scales, means = gaussian_params(cond, self.param_form)
         return gaussian.scale_indexes(scales, rule=self.scale_rule), means
+
+    def prepare(self, cond: Any) -> tuple[jax.Array, jax.Array]:
+        """What coding needs of cond: (table indexes, means) (see `StreamCodec`)."""
+        return self.coding_params(cond)
 
     def coding_params_steps(self, cond: Any, steps: jax.Array):
         """cond and quantization steps Δ → (table indexes of σ/Δ, means, scales)."""
@@ -130,15 +136,15 @@ class GaussianConditionalCodec(StreamCodec):
         return {self.key: gaussian.build_tables(precision=self.table_precision)}
 
     @nn.nowrap
-    def encode_into(self, ctx: Context, encoder, y: np.ndarray, cond: Any = None) -> np.ndarray:
-        indexes, means = ctx.call("coding_params", cond)
+    def encode_into(self, ctx: Context, encoder, y, cond=None, prepared=None) -> np.ndarray:
+        indexes, means = ctx.call("coding_params", cond) if prepared is None else prepared
         sym = base.symbols(y, means)
         ctx.coder(self.key).encode_chunk(encoder, sym, indexes)
         return base.dequantize(sym, means)
 
     @nn.nowrap
-    def decode_from(self, ctx: Context, decoder, shape: tuple[int, ...], cond: Any = None):
-        indexes, means = ctx.call("coding_params", cond)
+    def decode_from(self, ctx: Context, decoder, shape, cond=None, prepared=None):
+        indexes, means = ctx.call("coding_params", cond) if prepared is None else prepared
         return base.dequantize(ctx.coder(self.key).decode_chunk(decoder, indexes), means)
 
     # Region of interest.
