@@ -14,9 +14,10 @@ steps, its `train_codec`) and every `--every` steps prints, on the held-out crop
 At the end, the test's own numbers: PSNR and payload bits of real files of 1..S stages.
 
     python benchmarks/rvq_diagnose.py --seeds 0 1 2
-    python benchmarks/rvq_diagnose.py --seeds 0 --set commitment_cost=0.0 --every 25
+    python benchmarks/rvq_diagnose.py --seeds 0 --set quantizer.beta=0.0 --every 25
 
-`--set NAME=VALUE` overrides a field of the model (`RVQ_MODEL`, then `nlq.Model`'s fields).
+`--set NAME=VALUE` overrides a field of the model (`RVQ_MODEL`, then `nlq.Model`'s fields);
+`--set quantizer.NAME=VALUE` an option of its quantizer sub-dict.
 """
 
 from __future__ import annotations
@@ -78,15 +79,18 @@ def stage_measures(model, variables: dict, x: jax.Array) -> dict:
     out, indices = _measure_fn(model)(variables, x)
     out = {k: float(v) for k, v in out.items()}
     indices = np.asarray(indices)
-    k = model.codebook_size
-    for s in range(model.num_stages):
+    from nlq_jax.models import nlq
+
+    q = nlq.build_quantizer(model)
+    k = q.codebook_size
+    for s in range(q.num_stages):
         counts = np.bincount(indices[..., s].reshape(-1), minlength=k)
         p = counts[counts > 0] / counts.sum()
         out[f"use_{s + 1}"] = float(np.mean(counts > 0))
         out[f"ppl_{s + 1}"] = float(np.exp(-np.sum(p * np.log(p))))
         size = variables[STATE]["latent_quantizer"][f"stages_{s}"]["cluster_size"]
-        out[f"dead_{s + 1}"] = float(np.sum(np.asarray(size) < model.dead_code_threshold))
-    for n in range(2, model.num_stages + 1):
+        out[f"dead_{s + 1}"] = float(np.sum(np.asarray(size) < q.dead_threshold))
+    for n in range(2, q.num_stages + 1):
         out[f"gain_{n}"] = out[f"psnr_{n}"] - out[f"psnr_{n - 1}"]
     return out
 
@@ -116,10 +120,11 @@ def diagnose(seed: int, steps: int, every: int, model: dict) -> dict:
             return
         variables = {"params": state.params, **state.model_state}
         row = {"step": step} | stage_measures(trainer.model, variables, x_held)
+        cols = columns(trainer.model.quantizer["num_stages"])
         if not rows:
-            print("| " + " | ".join(columns(trainer.model.num_stages)) + " |")
-            print("|" + " --- |" * len(columns(trainer.model.num_stages)))
-        print("| " + " | ".join(fmt(row[c]) for c in columns(trainer.model.num_stages)) + " |")
+            print("| " + " | ".join(cols) + " |")
+            print("|" + " --- |" * len(cols))
+        print("| " + " | ".join(fmt(row[c]) for c in cols) + " |")
         rows.append(row)
 
     start = time.perf_counter()
@@ -145,13 +150,19 @@ def main():
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
-    model = {}
+    model, quantizer = {}, {}
     for item in args.set:
         name, _, value = item.partition("=")
         try:
-            model[name] = ast.literal_eval(value)
+            value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
+            pass
+        if name.startswith("quantizer."):
+            quantizer[name.removeprefix("quantizer.")] = value
+        else:
             model[name] = value
+    if quantizer:
+        model["quantizer"] = {**test_module().RVQ_MODEL["quantizer"], **quantizer}
     print(f"jax {jax.__version__}, overrides {model or 'none'}")
     results = {}
     for seed in args.seeds:
