@@ -1,4 +1,11 @@
-"""Exported models: parameters + coding tables + model description, in one directory.
+"""Checkpoints: the trainer's (resumable, with the data iterator) and exported models.
+
+Training checkpoints (`training_manager`, `save_training`, `restore_latest_intact`) are an
+Orbax `CheckpointManager` in `WORKDIR/checkpoints/STEP/`, each holding the train state and the
+grain iterator's position, so a run resumes where it stopped; a damaged one is moved aside and
+the one before it restored. The rest of this module is the export.
+
+Exported models: parameters + coding tables + model description, in one directory.
 
 An export is what `nlq compress`/`nlq decompress` and `nlq eval` read:
 
@@ -37,13 +44,17 @@ import json
 import math
 import os
 import re
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 
 from nlq_jax.entropy.tables import CodingTables
-from nlq_jax.errors import CheckpointError
+from nlq_jax.errors import CheckpointError, TrainingError
 
 FORMAT, VERSION = "nlq_jax.export", 2
 SUPPORTED_VERSIONS = (1, 2)
@@ -322,3 +333,113 @@ def meta_description(meta: dict) -> bytes | None:
     """What an export's hash covers besides the arrays: None for version 1, else its
     `description_bytes`."""
     return description_bytes(meta["model"], meta["kwargs"]) if meta["version"] >= 2 else None
+
+
+# -- training checkpoints ---------------------------------------------------------------------
+
+
+def training_manager(directory: str | os.PathLike, *, keep: int, asynchronous: bool):
+    """The Orbax `CheckpointManager` of a run's checkpoints (`WORKDIR/checkpoints`), keeping the
+    newest `keep`."""
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=asynchronous
+    )
+    return ocp.CheckpointManager(Path(directory), options=options)
+
+
+def check_space(directory: str | os.PathLike, state: Any, latest: int | None) -> None:
+    """Refuses, in one line, to start a checkpoint that the disk cannot hold.
+
+    A write that runs out of space fails inside Orbax's and TensorStore's writer threads, which
+    report it once per array; checking first (a checkpoint is about the state's size) turns the
+    common case into one clear error, before anything is half-written.
+    """
+    need = sum(int(x.nbytes) for x in jax.tree_util.tree_leaves(state)) * 1.1 + (1 << 20)
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        resume = f"from step {latest}" if latest is not None else "from the start"
+        raise TrainingError(
+            f"not enough space in {directory} for a checkpoint: {free / 1e6:.1f} MB free, about "
+            f"{need / 1e6:.1f} MB needed; make room and run the same command again (it resumes "
+            f"{resume})"
+        )
+
+
+def save_training(manager, step: int, state: Any, data_it) -> None:
+    """Saves the train state and the data iterator's position as checkpoint `step`."""
+    import grain
+    import orbax.checkpoint as ocp
+
+    check_space(Path(manager.directory), state, manager.latest_step())
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_it)
+        ),
+    )
+
+
+def restore_training(manager, step: int, abstract_state: Any, data_it) -> Any:
+    """The train state of checkpoint `step` (shaped and sharded as `abstract_state`); moves
+    `data_it` to the position it had then."""
+    import grain
+    import orbax.checkpoint as ocp
+
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(data_it),
+        ),
+    )
+    return restored.state
+
+
+def restore_latest_intact(
+    directory: str | os.PathLike,
+    make_manager: Callable[[], Any],
+    abstract_state: Any,
+    data_it,
+    *,
+    move_damaged: bool = True,
+    warn: Callable[[str], None] = print,
+) -> tuple[Any, Any, int | None]:
+    """(manager, state, step) of the newest checkpoint in `directory` that restores; (manager,
+    None, None) when there is none. A damaged one (emptied metadata, missing data files, an
+    empty step folder) is moved to `../checkpoints_damaged/` (by the process that has
+    `move_damaged`) with a warning, and the one before it is tried: a run never restarts from
+    scratch while an intact checkpoint exists, and the moved step number is free to be saved
+    again."""
+    directory = Path(directory)
+    damaged = directory.parent / f"{directory.name}_damaged"
+    manager = make_manager()
+    tried = []
+    while True:
+        steps = [s for s in sorted(manager.all_steps(), reverse=True) if s not in tried]
+        if not steps:
+            break
+        step = steps[0]
+        tried.append(step)
+        try:
+            return manager, restore_training(manager, step, abstract_state, data_it), step
+        except Exception as e:  # noqa: BLE001 (Orbax and TensorStore raise many kinds)
+            reason = " ".join(str(e).split())[:160] or type(e).__name__
+            broken = directory / str(step)
+            aside = damaged / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+            manager.close()
+            if move_damaged and broken.exists():
+                aside.parent.mkdir(parents=True, exist_ok=True)
+                broken.rename(aside)
+            warn(
+                f"warning: checkpoint step {step} cannot be restored ({type(e).__name__}: "
+                f"{reason}); moved to {aside}, trying the one before"
+            )
+            manager = make_manager()
+    if tried:
+        raise TrainingError(
+            f"no checkpoint in {directory} could be restored (tried steps "
+            f"{', '.join(map(str, tried))}; moved to {damaged}); rerun to start afresh"
+        )
+    return manager, None, None

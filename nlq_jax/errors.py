@@ -24,3 +24,8 @@ class ImageError(NLQError):
 
 class CheckpointError(NLQError):
     """A checkpoint directory is missing, incomplete, or not a nlq_jax export."""
+
+
+class TrainingError(NLQError):
+    """Training cannot go on (a non-finite loss, a data source without usable images, a disk
+    without room for the next checkpoint)."""

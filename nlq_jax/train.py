@@ -37,7 +37,6 @@ import functools
 import itertools
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,13 +49,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from nlq_jax import losses, models, sharding
+from nlq_jax import checkpoint, losses, models, sharding
 from nlq_jax.domains import get_domain
-from nlq_jax.errors import NLQError
-
-
-class TrainingError(NLQError):
-    """Training cannot go on (a non-finite loss, a data source without usable images)."""
+from nlq_jax.errors import TrainingError
 
 
 @flax.struct.dataclass
@@ -416,7 +411,7 @@ def training_hooks(module) -> dict[str, tuple[Hook, ...]]:
 def initialize_from_export(trainer: Trainer, state: TrainState, source: str) -> TrainState:
     """`state` with the weights (and model state) of an export, for fine-tuning; a fresh
     optimizer state. `source` is an export directory or a shipped model's name ("default")."""
-    from nlq_jax import checkpoint, pretrained
+    from nlq_jax import pretrained
     from nlq_jax.errors import CheckpointError
 
     directory = pretrained.resolve(source)
@@ -454,98 +449,14 @@ def initialize_from_export(trainer: Trainer, state: TrainState, source: str) -> 
     return jax.jit(fresh, out_shardings=trainer.state_sharding)(state, params, variables)
 
 
-def _checkpoint_manager(workdir: Path, config):
-    import orbax.checkpoint as ocp
-
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=config.keep_checkpoints,
-        enable_async_checkpointing=config.async_checkpoints,
+def checkpoint_manager(workdir: str | os.PathLike, config):
+    """The Orbax manager of a run's checkpoints (`WORKDIR/checkpoints`), as the config keeps
+    them."""
+    return checkpoint.training_manager(
+        Path(workdir) / "checkpoints",
+        keep=config.keep_checkpoints,
+        asynchronous=config.async_checkpoints,
     )
-    return ocp.CheckpointManager(workdir / "checkpoints", options=options)
-
-
-def check_space(directory: Path, state: TrainState, latest: int | None) -> None:
-    """Refuses, in one line, to start a checkpoint that the disk cannot hold.
-
-    A write that runs out of space fails inside Orbax's and TensorStore's writer threads, which
-    report it once per array; checking first (a checkpoint is about the state's size) turns the
-    common case into one clear error, before anything is half-written.
-    """
-    need = sum(int(x.nbytes) for x in jax.tree_util.tree_leaves(state)) * 1.1 + (1 << 20)
-    free = shutil.disk_usage(directory).free
-    if free < need:
-        resume = f"from step {latest}" if latest is not None else "from the start"
-        raise TrainingError(
-            f"not enough space in {directory} for a checkpoint: {free / 1e6:.1f} MB free, about "
-            f"{need / 1e6:.1f} MB needed; make room and run the same command again (it resumes "
-            f"{resume})"
-        )
-
-
-def _save(manager, step: int, state: TrainState, data_it) -> None:
-    import grain
-    import orbax.checkpoint as ocp
-
-    check_space(Path(manager.directory), state, manager.latest_step())
-    manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_it)
-        ),
-    )
-
-
-def _restore(manager, step: int, abstract_state, data_it) -> TrainState:
-    import grain
-    import orbax.checkpoint as ocp
-
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(data_it),
-        ),
-    )
-    return restored.state
-
-
-def _restore_latest_intact(workdir: Path, config, trainer: Trainer, data_it, logger):
-    """(manager, state, step) of the newest checkpoint that restores; (manager, None, None)
-    when there is none. A damaged one (emptied metadata, missing data files, an empty step
-    folder) is moved to `checkpoints_damaged/` with a warning, and the one before it is tried:
-    a run never restarts from scratch while an intact checkpoint exists, and the moved step
-    number is free to be saved again."""
-    manager = _checkpoint_manager(workdir, config)
-    tried = []
-    while True:
-        steps = sorted(manager.all_steps(), reverse=True)
-        steps = [s for s in steps if s not in tried]
-        if not steps:
-            break
-        step = steps[0]
-        tried.append(step)
-        try:
-            return manager, _restore(manager, step, trainer.abstract_state, data_it), step
-        except Exception as e:  # noqa: BLE001 (Orbax and TensorStore raise many kinds)
-            reason = " ".join(str(e).split())[:160] or type(e).__name__
-            broken = workdir / "checkpoints" / str(step)
-            aside = workdir / "checkpoints_damaged" / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-            manager.close()
-            if trainer.is_main and broken.exists():
-                aside.parent.mkdir(parents=True, exist_ok=True)
-                broken.rename(aside)
-            logger.info(
-                f"warning: checkpoint step {step} cannot be restored ({type(e).__name__}: "
-                f"{reason}); moved to {aside}, trying the one before"
-            )
-            manager = _checkpoint_manager(workdir, config)
-    if tried:
-        raise TrainingError(
-            f"no checkpoint in {workdir / 'checkpoints'} could be restored (tried steps "
-            f"{', '.join(map(str, tried))}; moved to {workdir / 'checkpoints_damaged'}); "
-            "rerun to start afresh"
-        )
-    return manager, None, None
 
 
 def make_train_iterator(config):
@@ -781,7 +692,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         )
 
     # Checkpoints: resume from the newest intact one, if there are any.
-    manager, state, latest = _restore_latest_intact(workdir, config, trainer, data_it, logger)
+    manager, state, latest = checkpoint.restore_latest_intact(
+        workdir / "checkpoints",
+        functools.partial(checkpoint_manager, workdir, config),
+        trainer.abstract_state,
+        data_it,
+        move_damaged=trainer.is_main,
+        warn=logger.info,
+    )
     if latest is not None:
         logger.info(f"resumed from step {latest} in {workdir / 'checkpoints'}")
         plateau = plateau_state(state.opt_state)
@@ -803,7 +721,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             logger.info(f"initialised the weights from the export {config.init_from}")
     start = int(jax.device_get(state.step))
     rng = jax.random.PRNGKey(config.seed + 1)
-    check_space(workdir, state, latest)  # hours before the first checkpoint would find out
+    # Hours before the first checkpoint would find out:
+    checkpoint.check_space(workdir, state, latest)
 
     # Loop. Metrics stay on the device between log steps (fetching them every step would block
     # asynchronous dispatch on an accelerator); the first non-finite loss is recorded on the
@@ -860,7 +779,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                 pixels = holdout[0][1]
                 logger.reconstruction(done, pixels, trainer.reconstruction(state, pixels))
             if save_now:
-                _save(manager, done, state, data_it)
+                checkpoint.save_training(manager, done, state, data_it)
             for evaluator in due:
                 logger.scalars(done, {f"eval/{k}": v for k, v in evaluator(state).items()})
     finally:

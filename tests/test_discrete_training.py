@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from nlq_jax import train
+from nlq_jax import checkpoint, train
 from nlq_jax.codec import container
 from nlq_jax.codec.api import Codec
 from nlq_jax.config_base import discrete_base
@@ -258,9 +258,9 @@ def test_runlocal_rvq_trains_exports_and_codes(tmp_path):
     # The last checkpoint holds the same EMA codebooks as the export (the priors were refit
     # after it, the quantizer state was not).
     trainer = train.Trainer(config, tmp_path)
-    manager = train._checkpoint_manager(tmp_path, config)
+    manager = train.checkpoint_manager(tmp_path, config)
     data_it = train.make_train_iterator(config)
-    state = train._restore(manager, config.num_steps, trainer.abstract_state, data_it)
+    state = checkpoint.restore_training(manager, config.num_steps, trainer.abstract_state, data_it)
     manager.close()
     leaves = jax.tree_util.tree_leaves
     for a, b in zip(leaves(state.model_state), leaves(codec.model_state), strict=True):

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from nlq_jax import losses, models, train
+from nlq_jax import checkpoint, losses, models, train
 from nlq_jax.config_base import model_config
 from nlq_jax.domains import Domain
 
@@ -213,8 +213,9 @@ def test_adversarial_run_checkpoints_resumes_and_runs_its_hooks(tmp_path, monkey
     assert all("adversary/loss" in rec for rec in logged if "loss" in rec)
 
     trainer = train.Trainer(config, tmp_path)
-    manager = train._checkpoint_manager(tmp_path, config)
-    state = train._restore(manager, 2, trainer.abstract_state, train.make_train_iterator(config))
+    manager = train.checkpoint_manager(tmp_path, config)
+    data_it = train.make_train_iterator(config)
+    state = checkpoint.restore_training(manager, 2, trainer.abstract_state, data_it)
     manager.close()
     assert isinstance(state, train.AdversarialTrainState)
     fresh = trainer.init_state()

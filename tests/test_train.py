@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from nlq_jax import train
+from nlq_jax import checkpoint, train
 from nlq_jax.config_base import MSE_LAMBDAS, model_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,7 +264,7 @@ def test_full_disk_ends_in_one_line_with_nothing_half_written(tmp_path, monkeypa
         assert len(err.strip().splitlines()) == 1 and "not enough space" in err, err
     else:  # elsewhere, the disk reports 1 MB free
         free = __import__("shutil").disk_usage(tmp_path)._replace(free=1 << 20)
-        monkeypatch.setattr(train.shutil, "disk_usage", lambda _: free)
+        monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: free)
         config = model_config("factorized", "runlocal")
         with pytest.raises(train.TrainingError, match="not enough space") as e:
             train.train_and_evaluate(config, disk / "run")
