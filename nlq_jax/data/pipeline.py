@@ -37,7 +37,7 @@ try:
 except ImportError as e:  # grain is in the [data] extra.
     raise ImportError("nlq_jax.data.pipeline needs grain: pip install 'nlq_jax[data]'") from e
 
-from nlq_jax.data.sources import ImageSource
+from nlq_jax.data.records import ImageSource
 from nlq_jax.errors import NLQError
 
 _log = logging.getLogger(__name__)

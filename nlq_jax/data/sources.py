@@ -19,58 +19,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from nlq_jax.codec.image_io import load_image
-from nlq_jax.data import samples
+from nlq_jax.data import samples, tfds_sources
+from nlq_jax.data.records import ImageSource, Record, as_rgb, invalid_record
 from nlq_jax.errors import ImageError, NLQError
-
-Record = dict[str, Any]
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
 
 _log = logging.getLogger(__name__)
-
-
-class ImageSource(Protocol):
-    """What the pipelines need from a source (Grain's ``RandomAccessDataSource``)."""
-
-    def __len__(self) -> int:
-        """Number of records."""
-        ...
-
-    def __getitem__(self, index: int) -> Record:
-        """The record at ``index``: ``{"image": uint8 H×W×3 or None, "name": str, ...}``."""
-        ...
-
-
-def invalid_record(name: str, error: str) -> Record:
-    """A record for an image that could not be read (skipped and counted by the pipelines)."""
-    return {"image": None, "name": name, "error": error}
-
-
-def as_rgb(pixels: np.ndarray) -> np.ndarray:
-    """Returns ``pixels`` as uint8 H×W×3: grey is repeated, an alpha channel dropped.
-
-    Raises:
-        ImageError: for arrays that are not uint8 images with 1, 3 or 4 channels.
-    """
-    pixels = np.asarray(pixels)
-    if pixels.dtype != np.uint8:
-        raise ImageError(f"expected uint8 pixels, got {pixels.dtype}")
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3, 4):
-        raise ImageError(f"expected an H×W×{{1,3,4}} image, got shape {pixels.shape}")
-    if pixels.shape[0] == 0 or pixels.shape[1] == 0:
-        raise ImageError(f"empty image of shape {pixels.shape}")
-    if pixels.shape[-1] == 1:
-        pixels = np.repeat(pixels, 3, axis=-1)
-    elif pixels.shape[-1] == 4:
-        pixels = pixels[..., :3]
-    return np.ascontiguousarray(pixels)
 
 
 class FolderSource:
@@ -199,9 +159,6 @@ def make_source(spec: str, **kwargs: Any) -> ImageSource:
     if kind == "folder" and arg:
         return FolderSource(arg, **kwargs)
     if kind == "tfds" and arg:
-        # Imported here: tfds_sources imports this module.
-        from nlq_jax.data import tfds_sources
-
         name, split = tfds_sources.parse_tfds_spec(arg)
         return tfds_sources.TfdsSource(name, split, **kwargs)
     raise NLQError(

@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any
 
-from nlq_jax.data.sources import Record, as_rgb, invalid_record
+from nlq_jax.data.records import Record, as_rgb, invalid_record
 from nlq_jax.errors import NLQError
 
 # The image feature of each supported TFDS dataset (the key of the record `tfds.data_source`
