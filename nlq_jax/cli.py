@@ -21,7 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("nlq_jax.codec.commands", "export an untrained model (random weights) for coding"),
     "import": ("nlq_jax.compat.commands", "import a CompressAI checkpoint as an export"),
     "eval": ("nlq_jax.evaluation.commands", "rate-distortion of checkpoints on an image folder"),
-    "baselines": ("nlq_jax.baselines.commands", "RD sweeps of JPEG, WebP, AVIF, JPEG XL, HEVC"),
+    "baselines": (
+        "nlq_jax.evaluation.baseline_commands",
+        "RD sweeps of JPEG, WebP, AVIF, JPEG XL, HEVC",
+    ),
     "plot": ("nlq_jax.evaluation.plot_commands", "RD plots and BD-rate tables from results"),
 }
 
