@@ -58,7 +58,7 @@ def _measure_fn(model):
 
     def run(m, x):
         z = m.g_a(x)
-        _, indices, _ = m.latent_quantizer(z, train=False)
+        _, indices, _ = m.latent_quantizer(z, training=False)
         stages = m.latent_quantizer.num_stages
         out = {"psnr_z": psnr_8bit(x, m.g_s(z))}
         rms = lambda v: jnp.sqrt(jnp.mean(jnp.sum(v * v, axis=-1)))  # noqa: E731

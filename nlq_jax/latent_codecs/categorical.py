@@ -139,7 +139,7 @@ class CategoricalIndicesCodec(LatentCodec):
     def __call__(self, z: jax.Array, cond: Any = None, *, training: bool):
         """z → (z_q, {key: bits}, aux): the quantizer's aux ("loss", "usage", ...) and
         "fixed_bits" [B], the fixed-length code of the indices."""
-        z_q, indices, aux = self.quantizer(z, train=training)
+        z_q, indices, aux = self.quantizer(z, training=training)
         _, bits = self.prior(indices, training=training)
         aux = dict(aux)
         aux["fixed_bits"] = fixed_bits(self.quantizer.num_codes, indices)
@@ -152,7 +152,7 @@ class CategoricalIndicesCodec(LatentCodec):
     # The bitstream path's jitted pieces.
     def indices(self, z: jax.Array) -> jax.Array:
         """z → code indices int32 [B, h, w, G] (eval mode)."""
-        return self.quantizer(z, train=False)[1]
+        return self.quantizer(z, training=False)[1]
 
     def dequantize(self, indices: jax.Array) -> jax.Array:
         """indices [B, h, w, G'] → z_q; a prefix-decodable quantizer decodes G' ≤ S groups."""

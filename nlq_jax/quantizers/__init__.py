@@ -3,7 +3,7 @@
 `scalar.quantize` is the noise/rounding quantizer of the continuous-latent models. The discrete
 quantizers share one contract (Flax Linen modules):
 
-    z_q, indices, aux = q(z, train=..., rng=None)   # z [..., D] → z_q [..., D], indices int32
+    z_q, indices, aux = q(z, training=..., rng=None)   # z [..., D] → z_q [..., D], indices int32
                                                      # [..., G], aux float32 scalars "loss",
                                                      # "usage", "perplexity", "dead_codes"
     z_q = q.decode(indices)                          # bit-equal to the eval call's z_q

@@ -44,7 +44,7 @@ def _constants(levels: Sequence[int], eps: float) -> dict[str, np.ndarray]:
 
 
 class FSQ(nn.Module):
-    """`(z_q, indices, aux) = fsq(z, train=...)`: z float [..., d] → z_q float32 [..., d] in
+    """`(z_q, indices, aux) = fsq(z, training=...)`: z float [..., d] → z_q float32 [..., d] in
     [−1, 1], indices int32 [..., 1] in [0, Π L_i), aux with loss 0 and dead_codes 0.
 
     Attributes:
@@ -98,7 +98,7 @@ class FSQ(nn.Module):
 
     @nn.compact
     def __call__(
-        self, z: jax.Array, *, train: bool, rng: jax.Array | None = None
+        self, z: jax.Array, *, training: bool, rng: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array, dict]:
         """Quantizes z; `rng` is unused (FSQ is deterministic)."""
         del rng
@@ -120,7 +120,7 @@ class FSQ(nn.Module):
         rounded = jnp.round(bounded)
         codes = rounded / c["half_width"]
         indices = self.codes_to_indices(codes)
-        if train:
+        if training:
             # Exactly the rounded value forward, the identity through the rounding backward.
             ste = jax.lax.stop_gradient(rounded) + (bounded - jax.lax.stop_gradient(bounded))
             z_q = ste / c["half_width"]

@@ -39,7 +39,7 @@ def temperature_schedule(
 
 
 class GumbelQuantizer(nn.Module):
-    """`(z_q, indices, aux) = gq(z, train=..., rng=..., temperature=...)`.
+    """`(z_q, indices, aux) = gq(z, training=..., rng=..., temperature=...)`.
 
     `z` float [..., D] → `z_q` float32 [..., D], `indices` int32 [..., 1], `aux` float32
     scalars: "loss" kl_weight·KL(softmax(ℓ) ‖ uniform), "usage", "perplexity", "dead_codes" 0
@@ -80,7 +80,7 @@ class GumbelQuantizer(nn.Module):
         self,
         z: jax.Array,
         *,
-        train: bool,
+        training: bool,
         rng: jax.Array | None = None,
         temperature: float | jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array, dict]:
@@ -94,7 +94,7 @@ class GumbelQuantizer(nn.Module):
 
         if self.temperature_decay_steps > 0:
             calls = self.variable(STATE, "calls", lambda: jnp.zeros((), jnp.int32))
-        if train:
+        if training:
             tau = temperature
             if tau is None and self.temperature_decay_steps > 0:
                 tau = temperature_schedule(

@@ -23,7 +23,7 @@ from nlq_jax.quantizers.vq import code_statistics
 
 
 class LearnedScalarQuantizer(nn.Module):
-    """`(z_q, indices, aux) = q(z, train=...)`: z float [..., D] → z_q float32 [..., D],
+    """`(z_q, indices, aux) = q(z, training=...)`: z float [..., D] → z_q float32 [..., D],
     indices int32 [..., D] (channel d's level in [0, L_d)), aux with loss 0, usage and
     perplexity the mean over channels, dead_codes 0.
 
@@ -73,7 +73,7 @@ class LearnedScalarQuantizer(nn.Module):
 
     @nn.compact
     def __call__(
-        self, z: jax.Array, *, train: bool, rng: jax.Array | None = None
+        self, z: jax.Array, *, training: bool, rng: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array, dict]:
         """Quantizes z; `rng` is unused (the quantizer is deterministic)."""
         del rng
@@ -88,7 +88,7 @@ class LearnedScalarQuantizer(nn.Module):
         x = z.astype(jnp.float32)
         u = jax.lax.stop_gradient((x - offset) / scale + centre)
         indices = jnp.clip(jnp.round(u), 0, top.astype(np.float32)).astype(jnp.int32)
-        if train:
+        if training:
             # The grid value forward (with gradients to scale and offset), identity to z.
             q = offset + scale * (indices.astype(jnp.float32) - centre)
             z_q = q + (x - jax.lax.stop_gradient(x))

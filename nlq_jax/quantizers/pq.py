@@ -18,7 +18,7 @@ from nlq_jax.quantizers.vq import VectorQuantizer
 
 
 class ProductVQ(nn.Module):
-    """m codebooks on the m slices of D: `(z_q, indices, aux) = pq(z, train=..., rng=...)`.
+    """m codebooks on the m slices of D: `(z_q, indices, aux) = pq(z, training=..., rng=...)`.
 
     `z` float [..., D] → `z_q` float32 [..., D], `indices` int32 [..., m] (column g indexes
     group g's codebook), `aux` as `VectorQuantizer`'s: "loss", "usage" and "perplexity" the
@@ -69,23 +69,23 @@ class ProductVQ(nn.Module):
         return jnp.concatenate(parts, axis=-1)
 
     def __call__(
-        self, z: jax.Array, *, train: bool, rng: jax.Array | None = None
+        self, z: jax.Array, *, training: bool, rng: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array, dict]:
         """Quantizes z [..., D] group by group; see the class docstring."""
         if self.dim is not None and z.shape[-1] != self.dim:
             raise ValueError(f"expected vectors of size {self.dim}, got shape {z.shape}")
         self._sub_dim(z.shape[-1])
-        if train and rng is None and not self.is_initializing():
+        if training and rng is None and not self.is_initializing():
             rng = self.make_rng("quantizer")
         keys = [None] * self.groups if rng is None else list(jax.random.split(rng, self.groups))
         outs, columns, auxes = [], [], []
         for cb, part, key in zip(self.codebooks, jnp.split(z, self.groups, axis=-1), keys):
-            out, idx, aux = cb(part, train=train, rng=key)
+            out, idx, aux = cb(part, training=training, rng=key)
             outs.append(out)
             columns.append(idx)
             auxes.append(aux)
         indices = jnp.concatenate(columns, axis=-1)
-        z_q = jnp.concatenate(outs, axis=-1) if train else self.decode(indices)
+        z_q = jnp.concatenate(outs, axis=-1) if training else self.decode(indices)
         aux = {
             "loss": jnp.mean(jnp.stack([a["loss"] for a in auxes])),
             "usage": jnp.mean(jnp.stack([a["usage"] for a in auxes])),

@@ -54,7 +54,7 @@ def vq_options(module: nn.Module) -> dict:
 
 
 class ResidualVQ(nn.Module):
-    """S residual VQ stages: `(z_q, indices, aux) = rvq(z, train=..., rng=..., num_stages=n)`.
+    """S residual VQ stages: `(z_q, indices, aux) = rvq(z, training=..., rng=..., num_stages=n)`.
 
     `z` float [B, ..., D] → `z_q` float32 [B, ..., D], `indices` int32 [B, ..., S] (columns
     n ... S − 1 are 0 when only n stages are used), `aux` as `VectorQuantizer`'s: "loss" the
@@ -129,7 +129,7 @@ class ResidualVQ(nn.Module):
         self,
         z: jax.Array,
         *,
-        train: bool,
+        training: bool,
         rng: jax.Array | None = None,
         num_stages: int | None = None,
     ) -> tuple[jax.Array, jax.Array, dict]:
@@ -137,12 +137,12 @@ class ResidualVQ(nn.Module):
         example in training with dropout); see the class docstring."""
         n = self._prefix(num_stages)
         x = z.astype(jnp.float32)
-        if train and rng is None and not self.is_initializing():
+        if training and rng is None and not self.is_initializing():
             rng = self.make_rng("quantizer")
         keys = [None] * (n + 1) if rng is None else list(jax.random.split(rng, n + 1))
 
         active = None
-        drop = train and self.dropout and self.dropout_rate > 0 and num_stages is None and n > 1
+        drop = training and self.dropout and self.dropout_rate > 0 and num_stages is None and n > 1
         if drop and not self.is_initializing():
             batch = z.shape[0]
             u = jax.random.uniform(keys[n], (2 * batch,))
@@ -156,7 +156,7 @@ class ResidualVQ(nn.Module):
         columns, auxes = [], []
         for s in range(n):
             mask = None if active is None else jnp.broadcast_to(s < active, z.shape[:-1])
-            out, idx, aux = self.stages[s](residual, train=train, rng=keys[s], mask=mask)
+            out, idx, aux = self.stages[s](residual, training=training, rng=keys[s], mask=mask)
             q = jax.lax.stop_gradient(out)  # exactly the code, in training too
             kept = q if mask is None else jnp.where(mask[..., None], q, 0.0)
             total = kept if total is None else total + kept
@@ -168,7 +168,7 @@ class ResidualVQ(nn.Module):
             columns.append(pad)
         indices = jnp.concatenate(columns, axis=-1)
 
-        if train:
+        if training:
             z_q = straight_through(x, total, self.gradient)
         else:
             z_q = self.decode(indices, n)

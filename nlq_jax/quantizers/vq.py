@@ -256,7 +256,7 @@ def check_options(distance: str, gradient: str) -> None:
 
 
 class VectorQuantizer(nn.Module):
-    """One codebook of K vectors: `(z_q, indices, aux) = vq(z, train=..., rng=...)`.
+    """One codebook of K vectors: `(z_q, indices, aux) = vq(z, training=..., rng=...)`.
 
     `z` float [..., D] → `z_q` float32 [..., D], `indices` int32 [..., 1], `aux` float32
     scalars {"loss", "usage", "perplexity", "dead_codes"}. In eval, z_q is computed by
@@ -345,7 +345,7 @@ class VectorQuantizer(nn.Module):
         self,
         z: jax.Array,
         *,
-        train: bool,
+        training: bool,
         rng: jax.Array | None = None,
         mask: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array, dict]:
@@ -353,7 +353,7 @@ class VectorQuantizer(nn.Module):
 
         Args:
           z: float [..., D].
-          train: straight-through output and, when "quantizer_state" is mutable, state updates.
+          training: straight-through output and, when "quantizer_state" is mutable, state updates.
           rng: key for k-means++ and restarts (default: `make_rng("quantizer")`).
           mask: bool broadcastable to z.shape[:-1]; vectors where False are quantized but left
             out of the losses, statistics and updates (residual VQ's quantizer dropout).
@@ -373,7 +373,7 @@ class VectorQuantizer(nn.Module):
         else:
             w = jnp.broadcast_to(mask, lead).reshape(-1).astype(jnp.float32)
 
-        update = train and self.is_mutable_collection(STATE) and not self.is_initializing()
+        update = training and self.is_mutable_collection(STATE) and not self.is_initializing()
         if update and (self.kmeans_init or self._restarts):
             key = rng if rng is not None else self.make_rng("quantizer")
             key_init, key_restart = jax.random.split(key)
@@ -410,7 +410,7 @@ class VectorQuantizer(nn.Module):
         if update and self._restarts:
             self._restart(key_restart, x, w, codebook_v, size_v, sum_v, delta)
 
-        if train:
+        if training:
             z_q = straight_through(x, q, self.gradient).reshape(q_out.shape)
         else:
             z_q = q_out

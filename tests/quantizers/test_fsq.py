@@ -38,7 +38,7 @@ def test_indices_and_codes_are_a_bijection(levels):
     half_l = (np.array(levels) - 1) * (1 - 1e-3) / 2
     target = rounded - 0.25 * np.sign(rounded + offset)
     z = np.arctanh((target + offset) / half_l) - np.tan(offset / half_l)
-    z_q, got, aux = fsq.apply({}, jnp.asarray(z, jnp.float32), train=False)
+    z_q, got, aux = fsq.apply({}, jnp.asarray(z, jnp.float32), training=False)
     np.testing.assert_array_equal(got, indices)
     np.testing.assert_array_equal(z_q, codes)
     assert float(aux["usage"]) == 1.0
@@ -50,10 +50,10 @@ def test_gradient_is_straight_through_the_rounding_of_the_bound():
     fsq = FSQ(levels)
     z = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 3)) * 2, jnp.float32)
     w = jnp.asarray(np.random.default_rng(1).normal(size=z.shape), jnp.float32)
-    z_q, indices, _ = fsq.apply({}, z, train=True)
+    z_q, indices, _ = fsq.apply({}, z, training=True)
     np.testing.assert_array_equal(z_q, fsq.apply({}, indices, method="decode"))
     assert np.isfinite(np.asarray(z_q)).all()
-    grad = jax.jit(jax.grad(lambda z: jnp.sum(w * fsq.apply({}, z, train=True)[0])))(z)
+    grad = jax.jit(jax.grad(lambda z: jnp.sum(w * fsq.apply({}, z, training=True)[0])))(z)
     # Reference: d/dz [tanh(z + s)·h − o] / (L // 2), computed in numpy.
     lv = np.array(levels, np.float64)
     half_l = (lv - 1) * (1 - 1e-3) / 2

@@ -9,11 +9,11 @@ from nlq_jax.quantizers.gumbel import GumbelQuantizer, temperature_schedule
 KEY = jax.random.PRNGKey(0)
 Z = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 3)), jnp.float32)
 GQ = GumbelQuantizer(6, 3)
-VARIABLES = GQ.init({"params": KEY}, Z, train=False)
+VARIABLES = GQ.init({"params": KEY}, Z, training=False)
 
 
 def test_eval_takes_the_most_likely_code():
-    z_q, indices, aux = GQ.apply(VARIABLES, Z, train=False)
+    z_q, indices, aux = GQ.apply(VARIABLES, Z, training=False)
     params = VARIABLES["params"]
     logits = np.asarray(Z) @ np.asarray(params["logits"]["kernel"]) + params["logits"]["bias"]
     np.testing.assert_array_equal(indices[..., 0], np.argmax(logits, axis=-1))
@@ -23,7 +23,7 @@ def test_eval_takes_the_most_likely_code():
 
 def test_hard_training_sample_is_a_code_and_gradients_flow():
     def loss(params, z):
-        z_q, indices, aux = GQ.apply({"params": params}, z, train=True, rng=KEY, temperature=0.5)
+        z_q, indices, aux = GQ.apply({"params": params}, z, training=True, rng=KEY, temperature=0.5)
         return jnp.sum(z_q**2) + aux["loss"], (z_q, indices)
 
     grads, (z_q, indices) = jax.jit(jax.grad(loss, has_aux=True))(VARIABLES["params"], Z)
@@ -43,20 +43,20 @@ def test_temperature_schedule_anneals_exponentially():
 def test_scheduled_temperature_follows_the_count_of_training_calls():
     gq = GumbelQuantizer(6, 3, hard=False, temperature=1.0, temperature_end=0.25,
                          temperature_decay_steps=4)  # fmt: skip
-    variables = gq.init({"params": KEY}, Z, train=False)
+    variables = gq.init({"params": KEY}, Z, training=False)
     assert int(variables["quantizer_state"]["calls"]) == 0
     fixed = GumbelQuantizer(6, 3, hard=False)
     for n in range(6):
         (z_q, _, _), state = gq.apply(
-            variables, Z, train=True, rng=KEY, mutable=["quantizer_state"]
+            variables, Z, training=True, rng=KEY, mutable=["quantizer_state"]
         )
         tau = float(temperature_schedule(n, 1.0, 0.25, 4))
         expected, _, _ = fixed.apply(
-            {"params": variables["params"]}, Z, train=True, rng=KEY, temperature=tau
+            {"params": variables["params"]}, Z, training=True, rng=KEY, temperature=tau
         )
         np.testing.assert_allclose(z_q, expected, rtol=1e-5, atol=1e-6)
         variables = {**variables, **state}
         assert int(variables["quantizer_state"]["calls"]) == n + 1
     # Eval neither reads the schedule nor advances it.
-    gq.apply(variables, Z, train=False)
+    gq.apply(variables, Z, training=False)
     assert tau == 0.25

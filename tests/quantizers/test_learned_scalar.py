@@ -18,9 +18,9 @@ PARAMS = {"params": {"log_scale": jnp.log(SCALE), "offset": jnp.asarray(OFFSET)}
 def test_values_lie_on_each_channels_grid():
     assert QUANTIZER.num_codes == LEVELS
     assert LearnedScalarQuantizer(3, levels=7).num_codes == (7, 7, 7)
-    variables = QUANTIZER.init({"params": KEY}, Z, train=False)
+    variables = QUANTIZER.init({"params": KEY}, Z, training=False)
     assert variables["params"]["log_scale"].shape == (3,)
-    z_q, indices, aux = QUANTIZER.apply(PARAMS, Z, train=False)
+    z_q, indices, aux = QUANTIZER.apply(PARAMS, Z, training=False)
     # Reference: q = o + s·clip(round((z − o)/s), ±(L − 1)/2) with the half-offset grid for
     # even L, i.e. i = clip(round((z − o)/s + (L − 1)/2), 0, L − 1).
     levels = np.array(LEVELS)
@@ -36,11 +36,11 @@ def test_gradients_are_straight_through_and_train_the_grid():
     w = jnp.asarray(np.random.default_rng(1).normal(size=Z.shape), jnp.float32)
 
     def loss(params, z):
-        z_q = QUANTIZER.apply({"params": params}, z, train=True)[0]
+        z_q = QUANTIZER.apply({"params": params}, z, training=True)[0]
         return jnp.sum(w * z_q)
 
-    z_q = QUANTIZER.apply(PARAMS, Z, train=True)[0]
-    np.testing.assert_array_equal(z_q, QUANTIZER.apply(PARAMS, Z, train=False)[0])
+    z_q = QUANTIZER.apply(PARAMS, Z, training=True)[0]
+    np.testing.assert_array_equal(z_q, QUANTIZER.apply(PARAMS, Z, training=False)[0])
     grad_params, grad_z = jax.grad(loss, argnums=(0, 1))(PARAMS["params"], Z)
     np.testing.assert_array_equal(grad_z, w)
     assert np.all(np.asarray(grad_params["offset"]) != 0)

@@ -17,7 +17,7 @@ PQ = ProductVQ(3, 8, 6, kmeans_init=False, restart_dead=False)
 
 @functools.cache
 def variables() -> dict:
-    return PQ.init({"params": KEY}, Z, train=True)
+    return PQ.init({"params": KEY}, Z, training=True)
 
 
 def test_gradients_are_straight_through():
@@ -25,7 +25,7 @@ def test_gradients_are_straight_through():
     w = jnp.asarray(np.random.default_rng(1).normal(size=Z.shape), jnp.float32)
 
     def f(z):
-        z_q = PQ.apply(v, z, train=True, rng=KEY, mutable=[STATE])[0][0]
+        z_q = PQ.apply(v, z, training=True, rng=KEY, mutable=[STATE])[0][0]
         return jnp.sum(w * z_q)
 
     grad = jax.jit(jax.grad(f))(Z)
@@ -34,7 +34,7 @@ def test_gradients_are_straight_through():
 
 def test_each_group_is_quantized_by_its_own_codebook():
     v = variables()
-    z_q, indices, _ = PQ.apply(v, Z, train=False)
+    z_q, indices, _ = PQ.apply(v, Z, training=False)
     assert indices.shape == (2, 4, 4, 3) and PQ.num_codes == (8, 8, 8)
     np.testing.assert_array_equal(z_q, PQ.apply(v, indices, method="decode"))
     # Reference: nearest code of each 2-d slice in its group's codebook.
@@ -52,4 +52,4 @@ def test_each_group_is_quantized_by_its_own_codebook():
 
 def test_groups_must_divide_the_vector():
     with pytest.raises(ValueError, match="divide"):
-        ProductVQ(4, 8).init({"params": KEY}, Z, train=False)
+        ProductVQ(4, 8).init({"params": KEY}, Z, training=False)

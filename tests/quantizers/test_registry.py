@@ -101,7 +101,7 @@ def test_cosine_distance_and_rotation_trick_from_the_model_config():
     variables = model.init(rngs, x, training=True)
 
     def quantize(m, x, train):
-        return m.latent_quantizer(m.g_a(x), train=train)[0]
+        return m.latent_quantizer(m.g_a(x), training=train)[0]
 
     z_q = model.apply(variables, x, False, method=quantize)
     np.testing.assert_allclose(np.linalg.norm(z_q, axis=-1), 1.0, rtol=1e-5)
@@ -109,8 +109,8 @@ def test_cosine_distance_and_rotation_trick_from_the_model_config():
     z = jax.random.normal(jax.random.PRNGKey(3), (5, D))
     for gradient, identity in (("ste", True), ("rotation", False)):
         q = quantizers.get_quantizer("vq", codebook_size=8, dim=D, gradient=gradient)
-        qv = q.init(jax.random.PRNGKey(0), z, train=False)
-        grad = jax.grad(lambda z, q=q, qv=qv: q.apply(qv, z, train=True)[0].sum())(z)
+        qv = q.init(jax.random.PRNGKey(0), z, training=False)
+        grad = jax.grad(lambda z, q=q, qv=qv: q.apply(qv, z, training=True)[0].sum())(z)
         assert np.allclose(grad, 1.0) is identity, gradient
 
 
@@ -137,8 +137,8 @@ def test_restarts_need_a_positive_dead_threshold():
             "vq", codebook_size=32, dim=4, kmeans_init=False, restart_dead=restart,
             dead_threshold=0.0,
         )  # fmt: skip
-        variables = q.init(jax.random.PRNGKey(0), z, train=False)
-        _, state = q.apply(variables, z, train=True, mutable=[STATE])  # no rng
+        variables = q.init(jax.random.PRNGKey(0), z, training=False)
+        _, state = q.apply(variables, z, training=True, mutable=[STATE])  # no rng
         states.append(state)
     for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1]), strict=True):
         np.testing.assert_array_equal(a, b)

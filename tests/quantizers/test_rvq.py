@@ -17,13 +17,13 @@ RVQ = ResidualVQ(3, 8, 4, restart_dead=False)
 
 @functools.partial(jax.jit, static_argnums=0)
 def train_step(module, variables, z, key=KEY):
-    (z_q, indices, aux), state = module.apply(variables, z, train=True, rng=key, mutable=[STATE])
+    (z_q, indices, aux), state = module.apply(variables, z, training=True, rng=key, mutable=[STATE])
     return z_q, indices, aux, {**variables, **state}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def evaluate(module, variables, z, num_stages=None):
-    return module.apply(variables, z, train=False, num_stages=num_stages)
+    return module.apply(variables, z, training=False, num_stages=num_stages)
 
 
 def decode(module, variables, indices, num_stages=None):
@@ -33,7 +33,7 @@ def decode(module, variables, indices, num_stages=None):
 @functools.cache
 def fitted() -> dict:
     """RVQ's variables after k-means initialisation and a few EMA steps on Z."""
-    variables = jax.jit(functools.partial(RVQ.init, train=True))({"params": KEY}, Z)
+    variables = jax.jit(functools.partial(RVQ.init, training=True))({"params": KEY}, Z)
     for i in range(3):
         variables = train_step(RVQ, variables, Z, jax.random.PRNGKey(i))[-1]
     return variables
@@ -75,7 +75,7 @@ def test_quantizer_dropout_only_in_training():
 
 def test_gradients_are_straight_through():
     rvq = ResidualVQ(3, 8, 4, kmeans_init=False, restart_dead=False)
-    variables = jax.jit(functools.partial(rvq.init, train=True))({"params": KEY}, Z)
+    variables = jax.jit(functools.partial(rvq.init, training=True))({"params": KEY}, Z)
     w = jnp.asarray(np.random.default_rng(1).normal(size=Z.shape), jnp.float32)
     grad = jax.grad(lambda z: jnp.sum(w * train_step(rvq, variables, z)[0]))(Z)
     np.testing.assert_array_equal(grad, w)

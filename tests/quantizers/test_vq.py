@@ -25,12 +25,12 @@ def clustered(seed=0, clusters=4, dim=4, shape=(2, 4, 4), spread=0.05, scale=5.0
 @functools.partial(jax.jit, static_argnums=0)
 def train_step(module, variables, z, key=KEY):
     """One training call (jitted): (z_q, indices, aux, variables with the new state)."""
-    (z_q, indices, aux), state = module.apply(variables, z, train=True, rng=key, mutable=[STATE])
+    (z_q, indices, aux), state = module.apply(variables, z, training=True, rng=key, mutable=[STATE])
     return z_q, indices, aux, {**variables, **state}
 
 
 def fitted(module, z):
-    variables = jax.jit(functools.partial(module.init, train=True))({"params": KEY}, z)
+    variables = jax.jit(functools.partial(module.init, training=True))({"params": KEY}, z)
     return train_step(module, variables, z)[-1]
 
 
@@ -103,7 +103,7 @@ def test_ema_update_matches_numpy():
 def test_kmeans_init_puts_the_codes_on_the_clusters():
     z, centres = clustered(clusters=4)
     vq = VectorQuantizer(4, 4)  # as the "vq" contract test below: one compilation for both
-    variables = vq.init({"params": KEY}, z, train=True)
+    variables = vq.init({"params": KEY}, z, training=True)
     assert int(variables[STATE]["initialized"]) == 0  # init does not fit k-means
     _, _, aux, variables = train_step(vq, variables, z)
     state = variables[STATE]
@@ -133,7 +133,7 @@ def test_kmeans_init_with_fewer_vectors_than_codes():
 def test_dead_codes_are_restarted_from_the_batch(restart):
     z, centres = clustered(clusters=2)
     vq = VectorQuantizer(8, 4, kmeans_init=False, restart_dead=restart, dead_threshold=1.0)
-    variables = vq.init({"params": KEY}, z, train=True)
+    variables = vq.init({"params": KEY}, z, training=True)
     codes = np.concatenate([centres, 100.0 + np.arange(24.0).reshape(6, 4)]).astype(np.float32)
     size = np.array([50.0, 50.0] + [0.5] * 6, np.float32)
     variables = {
@@ -161,11 +161,11 @@ def test_eval_does_not_need_a_mutable_state_and_cosine_codes_are_unit():
     z, _ = clustered()
     vq = VectorQuantizer(8, 4, distance="cosine", kmeans_init=False, restart_dead=False)
     variables = fitted(vq, z)
-    z_q, indices, aux = vq.apply(variables, z, train=False)
+    z_q, indices, aux = vq.apply(variables, z, training=False)
     np.testing.assert_allclose(np.linalg.norm(z_q, axis=-1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(z_q, vq.apply(variables, indices, method="decode"))
     # A training call without a mutable collection quantizes but updates nothing.
-    z_q_train = vq.apply(variables, z, train=True, rng=KEY)[0]
+    z_q_train = vq.apply(variables, z, training=True, rng=KEY)[0]
     np.testing.assert_allclose(z_q_train, z_q, atol=1e-6)
 
 
@@ -189,11 +189,11 @@ def test_every_quantizer_decodes_its_eval_output_exactly(config):
     name = config.split("-")[0]
     quantizer = get_quantizer(name, **CONFIGS[config])
     z = clustered(clusters=6)[0]
-    variables = jax.jit(functools.partial(quantizer.init, train=True))({"params": KEY}, z)
+    variables = jax.jit(functools.partial(quantizer.init, training=True))({"params": KEY}, z)
     # The train call's state (if any) feeds the eval call.
     z_q_train, _, _, variables = train_step(quantizer, variables, z)
     assert z_q_train.shape == z.shape and np.isfinite(z_q_train).all()
-    z_q, indices, aux = jax.jit(lambda v, z: quantizer.apply(v, z, train=False))(variables, z)
+    z_q, indices, aux = jax.jit(lambda v, z: quantizer.apply(v, z, training=False))(variables, z)
     decoded = jax.jit(lambda v, i: quantizer.apply(v, i, method="decode"))(variables, indices)
     np.testing.assert_array_equal(z_q, decoded)
     np.testing.assert_array_equal(z_q, quantizer.apply(variables, indices, method="decode"))
