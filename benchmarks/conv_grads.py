@@ -9,7 +9,7 @@ the input gradient alone and the kernel gradient alone, for
 - `xla`: `lax.conv_general_dilated` differentiated by JAX (the stride-2 input gradient is
   then a conv with a dilated input), and for the UpConv the single phase conv
   (3×3, 128 → 4·128, then depth-to-space) differentiated by JAX;
-- `nlq_jax`: `layers.conv.conv2d` and `layers.conv.phase_conv` as the models use them.
+- `nlq_jax`: `layers.conv_ops.conv2d` and `layers.conv_ops.phase_conv` as the models use them.
 Prints a Markdown table.
 """
 
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nlq_jax.layers import conv
+from nlq_jax.layers import conv_ops as conv
 
 
 def _median_ms(f, *args, repeats: int) -> float:

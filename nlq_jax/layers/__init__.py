@@ -6,7 +6,8 @@ from nlq_jax.layers.blocks import (
     ResidualUnit,
     SelfAttention,
 )
-from nlq_jax.layers.conv import DownConv, UpConv, depth_to_space, upsampling_methods
+from nlq_jax.layers.conv import DownConv, UpConv, upsampling_methods
+from nlq_jax.layers.conv_ops import depth_to_space
 from nlq_jax.layers.gdn import GDN
 
 __all__ = [

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from nlq_jax.layers.conv import UpConv, conv_general_dilated
+from nlq_jax.layers.conv import UpConv
+from nlq_jax.layers.conv_ops import conv_general_dilated
 from nlq_jax.layers.gdn import GDN
 
 __all__ = [

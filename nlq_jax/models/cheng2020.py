@@ -32,7 +32,8 @@ from nlq_jax.layers.blocks import (
     ResidualBlockUpsample,
     ResidualBlockWithStride,
 )
-from nlq_jax.layers.conv import UpConv, conv_general_dilated
+from nlq_jax.layers.conv import UpConv
+from nlq_jax.layers.conv_ops import conv_general_dilated
 from nlq_jax.models import composed, joint
 
 

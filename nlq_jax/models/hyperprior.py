@@ -27,7 +27,8 @@ import flax.linen as nn
 from nlq_jax.entropy import factorized as factorized_prior
 from nlq_jax.latent_codecs import EntropyBottleneckCodec, GaussianConditionalCodec, HyperpriorCodec
 from nlq_jax.latent_codecs.gaussian import DEFAULT_ROI_GAIN, ROI_HEADER, ROI_STEP_RANGE
-from nlq_jax.layers.conv import DownConv, UpConv, conv_general_dilated
+from nlq_jax.layers.conv import DownConv, UpConv
+from nlq_jax.layers.conv_ops import conv_general_dilated
 from nlq_jax.models import composed
 from nlq_jax.models.factorized import (
     analysis_transform,

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from nlq_jax.layers.conv import (
-    DownConv,
-    UpConv,
+from nlq_jax.layers.conv import DownConv, UpConv
+from nlq_jax.layers.conv_ops import (
     _input_grad_by_phases,
     _kernel_grad_method,
     conv2d,
@@ -255,7 +254,7 @@ def test_flax_conv_through_conv_general_dilated_equals_plain_conv():
 def test_model_gradients_equal_xla_autodiff(name, kwargs, monkeypatch):
     """A whole model's gradients with the custom VJPs equal JAX's autodiff of plain convs."""
     from nlq_jax import models
-    from nlq_jax.layers import conv
+    from nlq_jax.layers import conv_ops
 
     x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 64, 64, 3)), jnp.float32)
     keys = {k: jax.random.key(i) for i, k in enumerate(("params", "noise", "quantizer"))}
@@ -274,8 +273,8 @@ def test_model_gradients_equal_xla_autodiff(name, kwargs, monkeypatch):
         return jax.jit(jax.grad(loss))(variables["params"])
 
     ours = grads()
-    monkeypatch.setattr(conv, "conv2d", lambda x, k, s, p: conv._xla_conv(x, k, s, p))
-    monkeypatch.setattr(conv, "_phase_conv", conv._phase_conv_single)
+    monkeypatch.setattr(conv_ops, "conv2d", lambda x, k, s, p: conv_ops._xla_conv(x, k, s, p))
+    monkeypatch.setattr(conv_ops, "_phase_conv", conv_ops._phase_conv_single)
     reference = grads()
     leaves = jax.tree.leaves(reference)
     assert len(leaves) > 40
