@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nlq_jax.quantizers.vq import STATE
+from nlq_jax.quantizers.codebook import STATE
 
 
 def test_module():

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nlq_jax.quantizers.vq import code_statistics, histogram
+from nlq_jax.quantizers.codebook import code_statistics, histogram
 
 
 def _constants(levels: Sequence[int], eps: float) -> dict[str, np.ndarray]:

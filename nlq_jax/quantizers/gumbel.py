@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nlq_jax.quantizers.vq import STATE, code_statistics, histogram
+from nlq_jax.quantizers.codebook import STATE, code_statistics, histogram
 
 
 def temperature_schedule(

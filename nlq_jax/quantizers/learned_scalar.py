@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nlq_jax.quantizers.vq import code_statistics
+from nlq_jax.quantizers.codebook import code_statistics
 
 
 class LearnedScalarQuantizer(nn.Module):

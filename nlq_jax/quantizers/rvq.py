@@ -30,7 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nlq_jax.quantizers.vq import VectorQuantizer, straight_through
+from nlq_jax.quantizers.codebook import straight_through
+from nlq_jax.quantizers.vq import VectorQuantizer
 
 COMMITMENTS = ("stages", "total")
 

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nlq_jax.quantizers.codebook import STATE
 from nlq_jax.quantizers.pq import ProductVQ
-from nlq_jax.quantizers.vq import STATE
 
 KEY = jax.random.PRNGKey(0)
 Z = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 6)), jnp.float32)

@@ -12,7 +12,7 @@ import pytest
 
 from nlq_jax import models, quantizers
 from nlq_jax.models import nlq
-from nlq_jax.quantizers.vq import STATE
+from nlq_jax.quantizers.codebook import STATE
 
 # The options without a default, and a value for each.
 REQUIRED = {"codebook_size": 16, "num_stages": 2, "groups": 2}

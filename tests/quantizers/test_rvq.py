@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nlq_jax.quantizers.codebook import STATE
 from nlq_jax.quantizers.rvq import ResidualVQ
-from nlq_jax.quantizers.vq import STATE
 
 KEY = jax.random.PRNGKey(0)
 Z = jnp.asarray(np.random.default_rng(0).normal(size=(6, 4, 4, 4)), jnp.float32)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from nlq_jax.quantizers import get_quantizer
-from nlq_jax.quantizers.vq import STATE, VectorQuantizer, ema_update
+from nlq_jax.quantizers.codebook import STATE, ema_update
+from nlq_jax.quantizers.vq import VectorQuantizer
 
 KEY = jax.random.PRNGKey(0)
 
