@@ -25,14 +25,14 @@ import jax
 import numpy as np
 
 from nlq_jax import sharding, train
-from nlq_jax.config_base import model_config
+from nlq_jax.config_base import load_config
 
 
 class Ours:
     """The trainer's step on a fixed random batch; compiled once, then timed in rounds."""
 
     def __init__(self, batch: int, size: int, upsampling: str):
-        config = model_config("hyperprior", "quality=3")
+        config = load_config("hyperprior:quality=3")
         with config.unlocked():
             config.data.batch_size, config.data.crop_size = batch, size
             config.model.upsampling = upsampling

@@ -28,8 +28,9 @@ def get_config(arg=None):
         raise ValueError(f"unknown config variant(s) {sorted(unknown)}; use finetune, runlocal")
     c = base_config()
     c.name = "default"
-    c.model.name = "mean_scale"
-    c.model.N, c.model.M = 64, 96
+    c.model.name = "mean_scale"  # Minnen et al. 2018: mean-scale hyperprior
+    c.model.N, c.model.M = 64, 96  # channels of the transforms and of z; of the latent y
+    c.model.upsampling = "phase"  # UpConv: "phase" (fast), "transpose" or "subpixel"
     c.lmbda = 0.0035  # CompressAI's quality 2
     c.num_steps = 16_000
     c.data.train = "samples"  # set to folder:PATH (the shipped model: BSDS500 train+val)

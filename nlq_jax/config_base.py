@@ -35,11 +35,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0  # initialization, data order and quantization noise
     c.num_steps = 1_000_000  # optimizer steps
 
+    # The model: its module's name (nlq_jax/models/) and constructor arguments. Each config
+    # writes out its model's fields, commented (configs/hyperprior.py, configs/rvq.py, ...).
     c.model = ml_collections.ConfigDict()
-    c.model.name = "hyperprior"  # module in nlq_jax/models/
-    c.model.N = 128  # hidden channels (CompressAI's N for the quality)
-    c.model.M = 192  # latent channels (CompressAI's M for the quality)
-    c.model.upsampling = "phase"  # "phase" (fast transposed conv), "transpose" or "subpixel"
 
     c.lmbda = MSE_LAMBDAS[2]  # rate–distortion trade-off λ
     c.distortion = "mse"  # "mse" (λ·255²·MSE) or "ms-ssim" (λ·(1 − MS-SSIM)): losses.DISTORTIONS
@@ -162,12 +160,14 @@ def compressai(c: ml_collections.ConfigDict) -> None:
     c.optimizer.plateau_every = 40_000  # one "epoch": ~641,907 Vimeo-90K frames / 16
 
 
-def model_config(model_name: str, arg: str | None) -> ml_collections.ConfigDict:
-    """The config of configs/<model_name>.py: base + quality (default 3) + variants, locked.
+def scalar_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """Applies a scalar-latent config's variant (configs/hyperprior.py, elic.py, ...) and locks it.
 
-    Variants: `quality=Q`, `msssim` (MS-SSIM distortion and its λ ladder), `compressai`
-    (CompressAI's training recipe, see `compressai`), `runlocal` (applied last: a tiny model
-    on the sample images, so `compressai,runlocal` is a quick run of the recipe's schedule).
+    Variants: `quality=Q` (default 3: the model module's `get_default_sizes(Q)`, CompressAI's
+    (N, M), and λ from the ladder), `msssim` (MS-SSIM distortion and its λ ladder),
+    `compressai` (CompressAI's training recipe, see `compressai`), `runlocal` (applied last: a
+    tiny model on the sample images, so `compressai,runlocal` is a quick run of the recipe's
+    schedule).
     """
     from nlq_jax import models
 
@@ -178,16 +178,9 @@ def model_config(model_name: str, arg: str | None) -> ml_collections.ConfigDict:
             f"unknown config variant(s) {sorted(unknown)}; "
             "use quality=Q, msssim, compressai, runlocal"
         )
-    c = base_config()
-    c.model.name = model_name
-    # The deep factorized prior of z (of y for `factorized`): its hidden widths ((3, 3, 3, 3)
-    # for CompressAI's models) and its quantization offsets ("stored": CompressAI's learned
-    # medians, as `nlq import compressai` writes them; to fine-tune such an import).
-    c.model.prior_filters = (3, 3, 3)
-    c.model.prior_medians = "bisection"
     if "msssim" in args:
         c.distortion = "ms-ssim"
-    apply_quality(c, models.get_module(model_name), int(args.get("quality") or 3))
+    apply_quality(c, models.get_module(c.model.name), int(args.get("quality") or 3))
     if "compressai" in args:
         compressai(c)
     if "runlocal" in args:

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from nlq_jax import checkpoint, losses, models, train
-from nlq_jax.config_base import model_config
+from nlq_jax.config_base import load_config
 from nlq_jax.domains import Domain
 
 
@@ -31,7 +31,7 @@ class TanhFeatures(losses.Distortion):
 
 def _small_config(**fields):
     """factorized, 32² crops, batch 2: a step compiles and runs in seconds."""
-    config = model_config("factorized", "runlocal")
+    config = load_config("factorized:runlocal")
     with config.unlocked():
         config.data.crop_size, config.data.batch_size = 32, 2
         config.optimizer.learning_rate = 1e-3
@@ -159,7 +159,7 @@ def test_generator_loss_reaches_the_codec_weighted():
 def test_evaluators_and_report_writers_are_chosen_by_name():
     from nlq_jax.evaluation import report
 
-    config = model_config("hyperprior", "runlocal,compressai")  # plateau, held-out samples
+    config = load_config("hyperprior:runlocal,compressai")  # plateau, held-out samples
     images = train.eval_set(config)
     both = train.make_evaluators(train.Trainer(config, "/tmp/unused"), images)
     assert set(both) == {"heldout_loss", "codec"}

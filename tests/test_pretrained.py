@@ -46,7 +46,7 @@ def test_compress_and_decompress_without_flags(tmp_path, photo, monkeypatch, cap
 
 
 def test_fine_tuning_starts_from_the_shipped_weights(tmp_path):
-    from nlq_jax.config_base import model_config
+    from nlq_jax.config_base import load_config
 
     config = _config("runlocal,finetune")
     trainer = train.Trainer(config, tmp_path)
@@ -59,7 +59,7 @@ def test_fine_tuning_starts_from_the_shipped_weights(tmp_path):
     assert all(a == b for a, b in leaves)
     assert int(state.step) == 0
     # Another model's export is refused in one line.
-    other = model_config("mean_scale", "runlocal")
+    other = load_config("mean_scale:runlocal")
     with pytest.raises(CheckpointError, match="cannot fine-tune") as e:
         train.initialize_from_export(train.Trainer(other, tmp_path), None, "default")
     assert "\n" not in str(e.value)

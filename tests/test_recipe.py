@@ -13,14 +13,14 @@ import pytest
 from conftest import SMALL, init_params
 
 from nlq_jax import models, train
-from nlq_jax.config_base import MS_SSIM_LAMBDAS, MSE_LAMBDAS, model_config
+from nlq_jax.config_base import MS_SSIM_LAMBDAS, MSE_LAMBDAS, load_config
 
 SCALAR_MODELS = ("factorized", "hyperprior", "mean_scale", "joint", "checkerboard", "channelwise")
 
 
 @pytest.mark.parametrize("name", SCALAR_MODELS)
 def test_compressai_variant_sets_the_recipe(name):
-    c = model_config(name, "quality=5,compressai")
+    c = load_config(f"{name}:quality=5,compressai")
     assert (c.data.batch_size, c.data.crop_size) == (16, 256)
     assert c.optimizer.learning_rate == 1e-4 and c.optimizer.warmup_steps == 0
     assert c.optimizer.grad_clip == 1.0
@@ -32,13 +32,13 @@ def test_compressai_variant_sets_the_recipe(name):
     sizes = models.get_module(name).get_default_sizes(5)
     assert {k: c.model[k] for k in sizes} == sizes
     assert c.lmbda == MSE_LAMBDAS[4] and c.name == "q5-compressai"
-    assert model_config(name, "msssim,compressai").lmbda == MS_SSIM_LAMBDAS[2]
+    assert load_config(f"{name}:msssim,compressai").lmbda == MS_SSIM_LAMBDAS[2]
     # Without the variant, the defaults are unchanged.
-    assert model_config(name, "quality=5").optimizer.schedule == "cosine"
+    assert load_config(f"{name}:quality=5").optimizer.schedule == "cosine"
 
 
 def test_unset_training_folder_is_a_one_line_error(tmp_path):
-    config = model_config("hyperprior", "compressai")
+    config = load_config("hyperprior:compressai")
     with pytest.raises(train.TrainingError, match="config.data.train is not set") as info:
         train.train_and_evaluate(config, tmp_path)
     assert "\n" not in str(info.value) and "folder:" in str(info.value)
@@ -46,7 +46,7 @@ def test_unset_training_folder_is_a_one_line_error(tmp_path):
 
 def test_plateau_compares_the_window_mean_and_waits_patience_windows():
     """make_optimizer's plateau: one comparison per window of plateau_every values."""
-    config = model_config("hyperprior", "compressai")
+    config = load_config("hyperprior:compressai")
     with config.unlocked():
         config.optimizer.plateau_every, config.optimizer.plateau_patience = 3, 1
     opt = train.make_optimizer(config)
@@ -61,7 +61,7 @@ def test_plateau_compares_the_window_mean_and_waits_patience_windows():
 
 
 def test_plateau_step_halves_the_lr_after_patience_evaluations_and_compiles_once():
-    config = model_config("hyperprior", "runlocal,compressai")
+    config = load_config("hyperprior:runlocal,compressai")
     with config.unlocked():
         config.optimizer.plateau_every, config.optimizer.plateau_patience = 2, 2
     trainer = train.Trainer(config, "/tmp/unused")
@@ -95,7 +95,7 @@ def _records(workdir: Path, key: str) -> dict[int, float]:
 @pytest.mark.slow
 def test_plateau_run_logs_lr_and_resumes_with_the_same_scale(tmp_path, capsys):
     def config(num_steps):
-        c = model_config("hyperprior", "runlocal,compressai")
+        c = load_config("hyperprior:runlocal,compressai")
         with c.unlocked():
             # A learning rate so small that the held-out loss never improves after the first
             # evaluation: with patience 1, the learning rate halves at every later one.

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from nlq_jax import checkpoint, train
-from nlq_jax.config_base import MSE_LAMBDAS, model_config
+from nlq_jax.config_base import MSE_LAMBDAS, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "hyperprior.py") + ":runlocal"
@@ -60,16 +60,16 @@ def _steps_logged(log: Path) -> list[int]:
 
 def test_configs_are_locked_and_follow_the_lambda_ladder():
     for q in range(1, 9):
-        c = model_config("hyperprior", f"quality={q}")
+        c = load_config(f"hyperprior:quality={q}")
         assert c.lmbda == MSE_LAMBDAS[q - 1]
     with pytest.raises(AttributeError):
         c.lmda = 0.1  # a typo is an error, not a new field
     with pytest.raises(ValueError, match="unknown config variant"):
-        model_config("hyperprior", "qualty=3")
+        load_config("hyperprior:qualty=3")
 
 
 def test_step_compiles_once_and_learns():
-    config = model_config("hyperprior", "runlocal")
+    config = load_config("hyperprior:runlocal")
     with config.unlocked():
         config.optimizer.learning_rate = 1e-3
     trainer = train.Trainer(config, "/tmp/unused")
@@ -220,7 +220,7 @@ def _damage(step_dir: Path, how: str) -> None:
 def test_resume_falls_back_past_a_damaged_latest_checkpoint(tmp_path, capsys):
     import shutil
 
-    config = model_config("factorized", "runlocal")
+    config = load_config("factorized:runlocal")
     with config.unlocked():
         config.num_steps, config.checkpoint_every, config.log_every = 4, 2, 2
         config.eval.source, config.image_every, config.async_checkpoints = "", 0, False
@@ -265,7 +265,7 @@ def test_full_disk_ends_in_one_line_with_nothing_half_written(tmp_path, monkeypa
     else:  # elsewhere, the disk reports 1 MB free
         free = __import__("shutil").disk_usage(tmp_path)._replace(free=1 << 20)
         monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: free)
-        config = model_config("factorized", "runlocal")
+        config = load_config("factorized:runlocal")
         with pytest.raises(train.TrainingError, match="not enough space") as e:
             train.train_and_evaluate(config, disk / "run")
         assert "\n" not in str(e.value)
@@ -291,7 +291,7 @@ def test_write_failures_are_recognised_through_orbax_wrappers():
 
 
 def test_ms_ssim_with_crops_too_small_for_its_scales_is_one_line(tmp_path):
-    config = model_config("mean_scale", "msssim,runlocal")
+    config = load_config("mean_scale:msssim,runlocal")
     assert config.data.crop_size >= 161  # the debug variant itself is usable
     with config.unlocked():
         config.data.crop_size = 64
