@@ -52,7 +52,7 @@ from nlq_jax.errors import (
     MemoryBudgetError,
     ModelMismatchError,
 )
-from nlq_jax.models.base import Runner, check_streams
+from nlq_jax.latent_codecs.bitstream import Runner, check_streams
 
 # Largest image the codec accepts (both ways): its synthesis transform holds N float32 feature
 # maps at full resolution, ~8.6 GB for 16.7 MP at N = 128.

@@ -30,8 +30,8 @@ from nlq_jax.entropy import coder as range_coder
 from nlq_jax.entropy import gaussian
 from nlq_jax.entropy.context import causal_taps, wavefront_schedule
 from nlq_jax.errors import FormatError
+from nlq_jax.latent_codecs import bitstream
 from nlq_jax.latent_codecs.base import Context, StreamCodec
-from nlq_jax.models import base
 from nlq_jax.quantizers.scalar import quantize
 
 
@@ -181,7 +181,7 @@ class _Session:
             return sym
         try:
             if self.encoder is not None:
-                sym[:n] = base.symbols(self.y[self.positions[t, :n]], means[:n])
+                sym[:n] = bitstream.symbols(self.y[self.positions[t, :n]], means[:n])
                 self.coder.encode_chunk(self.encoder, sym[:n], indexes[:n])
             else:
                 sym[:n] = self.coder.decode_chunk(self.decoder, indexes[:n])

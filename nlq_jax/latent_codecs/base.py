@@ -37,7 +37,7 @@ import jax
 import numpy as np
 
 from nlq_jax.entropy import coder as range_coder
-from nlq_jax.models.base import Runner, StreamSpec
+from nlq_jax.latent_codecs.bitstream import Runner, StreamSpec
 
 Shapes = dict[str, tuple[int, ...]]
 

@@ -11,7 +11,7 @@ A quantizer whose prefixes of index groups are coarser codes (`prefix_decodable`
 progressive streams: [map, stage 1, ..., stage n], n ≤ S the stages coded (`num_stages`), each
 stage its own range coder; the map, raw and first, says which stages each position has: b"\\x00",
 all the file's; or, with a region of interest, the stages outside it, one byte o in 1..S − 1,
-then the region's mask at the latent's resolution (`nlq_jax.models.roi.pack_mask`). Stage s's
+then the region's mask at the latent's resolution (`nlq_jax.latent_codecs.roi.pack_mask`). Stage s's
 stream codes stage s's indices of the positions that have it, in raster order. A version-1 file
 of such a model (one stream: a stage-count byte, then every stage in one coder) still decodes.
 """
@@ -28,9 +28,9 @@ import numpy as np
 from nlq_jax.entropy import categorical
 from nlq_jax.entropy import coder as coder_lib
 from nlq_jax.errors import FormatError
+from nlq_jax.latent_codecs import bitstream
+from nlq_jax.latent_codecs import roi as roi_lib
 from nlq_jax.latent_codecs.base import Context, LatentCodec
-from nlq_jax.models import base
-from nlq_jax.models import roi as roi_lib
 
 
 def encode_indices(
@@ -189,17 +189,17 @@ class CategoricalIndicesCodec(LatentCodec):
         shape = shapes[self.key]
         stages = self._stages()
         if not stages:
-            return [base.StreamSpec(self.key, int(np.prod(shape)))]
+            return [bitstream.StreamSpec(self.key, int(np.prod(shape)))]
         positions = int(np.prod(shape[:-1]))
         if not progressive:
-            return [base.StreamSpec(self.key, positions * stages, prefix=1)]
-        stage_map = base.StreamSpec(
+            return [bitstream.StreamSpec(self.key, positions * stages, prefix=1)]
+        stage_map = bitstream.StreamSpec(
             "stage map", 1 + roi_lib.packed_bytes_bound(positions), raw=True
         )
         return [
             stage_map,
             *(
-                base.StreamSpec(f"stage {s}", positions, optional=s > 1)
+                bitstream.StreamSpec(f"stage {s}", positions, optional=s > 1)
                 for s in range(1, stages + 1)
             ),
         ]

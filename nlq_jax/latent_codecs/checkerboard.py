@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nlq_jax.entropy import gaussian
+from nlq_jax.latent_codecs import bitstream
 from nlq_jax.latent_codecs.base import Context, StreamCodec
-from nlq_jax.models import base
 from nlq_jax.quantizers.scalar import quantize
 
 
@@ -176,13 +176,13 @@ class CheckerboardCodec(StreamCodec):
         y_hat = np.zeros(y.shape, np.float32)
         flat = y_hat.reshape(-1, y.shape[-1])  # a view: writes land in y_hat
         indexes, means = ctx.call("anchor_step", cond)
-        sym = base.symbols(y_flat[a], means[0])
+        sym = bitstream.symbols(y_flat[a], means[0])
         coder.encode_chunk(encoder, sym, indexes[0])
-        flat[a] = base.dequantize(sym, means[0])
+        flat[a] = bitstream.dequantize(sym, means[0])
         indexes, means = ctx.call("context_step", cond, y_hat)
-        sym = base.symbols(y_flat[n], means[0])
+        sym = bitstream.symbols(y_flat[n], means[0])
         coder.encode_chunk(encoder, sym, indexes[0])
-        flat[n] = base.dequantize(sym, means[0])
+        flat[n] = bitstream.dequantize(sym, means[0])
         return y_hat
 
     @nn.nowrap
@@ -192,7 +192,7 @@ class CheckerboardCodec(StreamCodec):
         y_hat = np.zeros(shape, np.float32)
         flat = y_hat.reshape(-1, shape[-1])  # a view: writes land in y_hat
         indexes, means = ctx.call("anchor_step", cond)
-        flat[a] = base.dequantize(coder.decode_chunk(decoder, indexes[0]), means[0])
+        flat[a] = bitstream.dequantize(coder.decode_chunk(decoder, indexes[0]), means[0])
         indexes, means = ctx.call("context_step", cond, y_hat)
-        flat[n] = base.dequantize(coder.decode_chunk(decoder, indexes[0]), means[0])
+        flat[n] = bitstream.dequantize(coder.decode_chunk(decoder, indexes[0]), means[0])
         return y_hat

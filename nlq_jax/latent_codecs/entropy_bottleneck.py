@@ -11,8 +11,8 @@ import jax
 import numpy as np
 
 from nlq_jax.entropy import factorized as factorized_prior
+from nlq_jax.latent_codecs import bitstream
 from nlq_jax.latent_codecs.base import Context, StreamCodec
-from nlq_jax.models import base
 
 
 class EntropyBottleneckCodec(StreamCodec):
@@ -42,11 +42,11 @@ class EntropyBottleneckCodec(StreamCodec):
     @nn.nowrap
     def encode_into(self, ctx: Context, encoder, y, cond=None, prepared=None) -> np.ndarray:
         medians = ctx.tables[self.key + "_medians"]
-        sym = base.symbols(y, medians)
-        ctx.coder(self.key).encode_chunk(encoder, sym, base.channel_indexes(sym.shape))
-        return base.dequantize(sym, medians)
+        sym = bitstream.symbols(y, medians)
+        ctx.coder(self.key).encode_chunk(encoder, sym, bitstream.channel_indexes(sym.shape))
+        return bitstream.dequantize(sym, medians)
 
     @nn.nowrap
     def decode_from(self, ctx: Context, decoder, shape, cond=None, prepared=None):
-        sym = ctx.coder(self.key).decode_chunk(decoder, base.channel_indexes(shape))
-        return base.dequantize(sym, ctx.tables[self.key + "_medians"])
+        sym = ctx.coder(self.key).decode_chunk(decoder, bitstream.channel_indexes(shape))
+        return bitstream.dequantize(sym, ctx.tables[self.key + "_medians"])

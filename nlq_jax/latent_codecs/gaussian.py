@@ -11,7 +11,7 @@ and Δ_out = g·Δ_in elsewhere, ŷ = μ + Δ·round((y − μ)/Δ), each symbol
 its scale σ/Δ. Δ_in is chosen so that the file is the size of the file without the region (the
 Gaussian model's estimate of y's bits, bisected, then corrected twice by the real stream's
 size): the region gets the bits the rest gives up. A second, optional raw stream "roi" carries
-Δ_in, Δ_out (float32) and the mask at the latent's resolution (`nlq_jax.models.roi`), so
+Δ_in, Δ_out (float32) and the mask at the latent's resolution (`nlq_jax.latent_codecs.roi`), so
 decoding needs nothing but the file. The trained decoder was never shown Δ ≠ 1; quantizing y
 more finely or more coarsely still moves its reconstruction towards or away from the
 unquantized y's, the idea of spatially adaptive quality maps (Song, Choi, Kim, Lee,
@@ -33,9 +33,9 @@ from scipy import special
 from nlq_jax.entropy import coder as range_coder
 from nlq_jax.entropy import gaussian
 from nlq_jax.errors import FormatError
+from nlq_jax.latent_codecs import bitstream
+from nlq_jax.latent_codecs import roi as roi_lib
 from nlq_jax.latent_codecs.base import Context, StreamCodec
-from nlq_jax.models import base
-from nlq_jax.models import roi as roi_lib
 from nlq_jax.quantizers.scalar import quantize
 
 PARAM_FORMS = ("scale", "mean_scale", "pair")
@@ -138,14 +138,14 @@ class GaussianConditionalCodec(StreamCodec):
     @nn.nowrap
     def encode_into(self, ctx: Context, encoder, y, cond=None, prepared=None) -> np.ndarray:
         indexes, means = ctx.call("coding_params", cond) if prepared is None else prepared
-        sym = base.symbols(y, means)
+        sym = bitstream.symbols(y, means)
         ctx.coder(self.key).encode_chunk(encoder, sym, indexes)
-        return base.dequantize(sym, means)
+        return bitstream.dequantize(sym, means)
 
     @nn.nowrap
     def decode_from(self, ctx: Context, decoder, shape, cond=None, prepared=None):
         indexes, means = ctx.call("coding_params", cond) if prepared is None else prepared
-        return base.dequantize(ctx.coder(self.key).decode_chunk(decoder, indexes), means)
+        return bitstream.dequantize(ctx.coder(self.key).decode_chunk(decoder, indexes), means)
 
     # Region of interest.
     @nn.nowrap
@@ -158,7 +158,7 @@ class GaussianConditionalCodec(StreamCodec):
         if self.roi:
             positions = int(np.prod(shapes[self.key][1:-1]))
             size = ROI_HEADER.size + roi_lib.packed_bytes_bound(positions)
-            specs.append(base.StreamSpec("roi", size, optional=True, raw=True))
+            specs.append(bitstream.StreamSpec("roi", size, optional=True, raw=True))
         return specs
 
     @nn.nowrap
@@ -195,7 +195,7 @@ class GaussianConditionalCodec(StreamCodec):
         coder = ctx.coder(self.key)
         # Steps of 1: the plain file's indexes (σ/1 is σ exactly), means and scales.
         indexes, means, scales = ctx.call("coding_params_steps", cond, np.ones((1, 1, 1, 1)))
-        plain = 8 * len(coder.encode(base.symbols(y, means), indexes))
+        plain = 8 * len(coder.encode(bitstream.symbols(y, means), indexes))
         packed = roi_lib.pack_mask(mask)
         # The plain stream's bits, less what the map and its stream length cost.
         target = plain - 8 * (ROI_HEADER.size + len(packed) + 4)

@@ -2,7 +2,8 @@
 
 `config.model.name = "hyperprior"` imports `nlq_jax.models.hyperprior`; every such module
 exports `Model` (a Flax Linen module), `get_default_sizes(quality)`, `build_tables(model,
-params)`, `compress`/`decompress` (the bitstream path, see `nlq_jax.models.base`), and for
+params)`, `compress`/`decompress` (the bitstream path, see
+`nlq_jax.latent_codecs.bitstream`), and for
 bounded decoding `stream_specs(model, height, width)` (what each stream of a file must be) and
 `decode_memory(model, height, width)` (an upper bound on what decoding allocates).
 """

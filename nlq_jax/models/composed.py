@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nlq_jax.latent_codecs import bitstream
+from nlq_jax.latent_codecs import roi as roi_lib
 from nlq_jax.latent_codecs.base import Context
-from nlq_jax.models import base
-from nlq_jax.models import roi as roi_lib
 
 ROOT = ("entropy",)
 
@@ -110,8 +110,8 @@ def build_tables(model: nn.Module, params: dict) -> dict:
 
 def stream_specs(
     model: nn.Module, height: int, width: int, progressive: bool = True
-) -> list[base.StreamSpec]:
-    """What each stream of a (padded) input size must be (see `base.check_streams`);
+) -> list[bitstream.StreamSpec]:
+    """What each stream of a (padded) input size must be (see `bitstream.check_streams`);
     `progressive=False`: those of a progressive model's version-1 files."""
     tree = _abstract(model)[0].entropy
     shapes = latent_shapes(model, height, width)
@@ -122,13 +122,14 @@ def stream_specs(
 
 def decode_memory(model: nn.Module, height: int, width: int) -> int:
     """Upper bound on the bytes `decompress` allocates for a (padded) image size: g_s's peak
-    per output pixel and the coded symbols' host arrays (`base.coding_bytes`)."""
+    per output pixel and the coded symbols' host arrays (`bitstream.coding_bytes`)."""
     specs = stream_specs(model, height, width)
-    return base.synthesis_memory(
+    return bitstream.synthesis_memory(
         height,
         width,
         model.synthesis_bytes_per_pixel(),
-        base.coding_bytes(specs, model.bytes_per_symbol) + model.extra_decode_bytes(height, width),
+        bitstream.coding_bytes(specs, model.bytes_per_symbol)
+        + model.extra_decode_bytes(height, width),
     )
 
 
@@ -140,7 +141,9 @@ def coding_options(model: nn.Module) -> frozenset[str]:
     return frozenset(option for option in known if tree.supports(option))
 
 
-def compress(runner: base.Runner, x: np.ndarray, roi: np.ndarray | None = None, **options: Any):
+def compress(
+    runner: bitstream.Runner, x: np.ndarray, roi: np.ndarray | None = None, **options: Any
+):
     """Padded inputs [B, H, W, C] → each one's streams (the codec tree's, in order).
 
     Args:
@@ -168,7 +171,7 @@ def compress(runner: base.Runner, x: np.ndarray, roi: np.ndarray | None = None, 
 
 
 def decompress(
-    runner: base.Runner,
+    runner: bitstream.Runner,
     streams: list[bytes],
     height: int,
     width: int,

@@ -48,12 +48,13 @@ header, the map or the first stage it is an error; `nlq_jax.codec.container.unpa
 `decompress(num_stages=m)` decodes only the first m. The map, raw and first so that no
 truncation loses it, says which stages each latent position has: b"\\x00", all the file's; or
 the stages outside a region of interest, one byte o in 1..S − 1, then the region's mask at the
-latent's resolution (`nlq_jax.models.roi.pack_mask`): the positions the region touches have all
-the file's stages, the others its first o (`compress(roi=MASK)`: the bits go where the region
-is). Stage s's stream codes stage s's indices of the positions that have it, in raster order
-(group s − 1, already decoded, conditions them as before); a position decodes to the sum of
-the codes of its stages. A version-1 RVQ file (written before progressive files) is one stream,
-a stage-count byte then all the stages in one coder; it still decodes.
+latent's resolution (`nlq_jax.latent_codecs.roi.pack_mask`): the positions the region
+touches have all the file's stages, the others its first o (`compress(roi=MASK)`: the bits go
+where the region is). Stage s's stream codes stage s's indices of the positions that have
+it, in raster order (group s − 1, already decoded, conditions them as before); a position
+decodes to the sum of the codes of its stages. A version-1 RVQ file (written before
+progressive files) is one stream, a stage-count byte then all the stages in one coder; it
+still decodes.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from nlq_jax.codec import container
 from nlq_jax.codec.api import Codec, pad_to_multiple, to_model_input
 from nlq_jax.data import samples
 from nlq_jax.errors import FormatError
-from nlq_jax.models import hyperprior, roi
+from nlq_jax.latent_codecs import roi
+from nlq_jax.models import hyperprior
 
 
 def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -107,7 +108,7 @@ def test_other_hyperprior_models_refuse_an_roi_stream():
     """joint, checkerboard and channelwise share [z, y] but not the region coding: a third
     stream is refused before decoding."""
     from nlq_jax import models
-    from nlq_jax.models.base import check_streams
+    from nlq_jax.latent_codecs.bitstream import check_streams
 
     for name in ("joint", "checkerboard", "channelwise"):
         module = models.get_module(name)

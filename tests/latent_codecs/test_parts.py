@@ -17,9 +17,10 @@ from nlq_jax.latent_codecs import (
     EntropyBottleneckCodec,
     GaussianConditionalCodec,
     HyperpriorCodec,
+    bitstream,
 )
 from nlq_jax.latent_codecs.checkerboard import anchor_mask
-from nlq_jax.models import base, composed
+from nlq_jax.models import composed
 
 
 class GroupContext(nn.Module):
@@ -82,11 +83,11 @@ def test_a_tree_of_parts_codes_exactly():
     x = np.random.default_rng(0).uniform(size=(1, 12, 16, 8)).astype(np.float32)
     variables = model.init({"params": jax.random.PRNGKey(0)}, x, training=False)
     tables = composed.build_tables(model, variables["params"])
-    runner = base.Runner(model, variables, tables)
+    runner = bitstream.Runner(model, variables, tables)
     [streams] = composed.compress(runner, x)
     specs = composed.stream_specs(model, 12, 16)
     assert [s.name for s in specs] == ["z", "y"]
-    base.check_streams(specs, streams)
+    bitstream.check_streams(specs, streams)
     decoded = composed.decompress(runner, streams, 12, 16)
     out = model.apply(variables, x, training=False)
     np.testing.assert_array_equal(decoded, np.asarray(out["x_hat"]))
