@@ -52,6 +52,8 @@ setup(
         # Everything the test suite exercises.
         "test": [
             "pytest>=8",
+            # The suite runs in parallel worker processes (tests/pytest.ini: -n auto).
+            "pytest-xdist>=3.5",
             "hypothesis>=6",
             "ruff>=0.5",
             "tensorflow-datasets>=4.9.6",

@@ -32,6 +32,15 @@ SMALL_EXTRA = {
 }
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: a worker per CPU core, at most 4 (each one holds its own compiled models and
+    small cached codecs, up to a few GB); NLQ_TEST_WORKERS overrides it."""
+    if os.environ.get("NLQ_TEST_WORKERS"):
+        return int(os.environ["NLQ_TEST_WORKERS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, 4))
+
+
 def small_sizes(name: str) -> dict:
     """The small constructor arguments the tests use for model `name`."""
     module = models.get_module(name)
