@@ -398,7 +398,6 @@ def restore_training(manager, step: int, abstract_state: Any, data_it) -> Any:
 
 
 def restore_latest_intact(
-    directory: str | os.PathLike,
     make_manager: Callable[[], Any],
     abstract_state: Any,
     data_it,
@@ -406,15 +405,15 @@ def restore_latest_intact(
     move_damaged: bool = True,
     warn: Callable[[str], None] = print,
 ) -> tuple[Any, Any, int | None]:
-    """(manager, state, step) of the newest checkpoint in `directory` that restores; (manager,
-    None, None) when there is none. A damaged one (emptied metadata, missing data files, an
-    empty step folder) is moved to `../checkpoints_damaged/` (by the process that has
-    `move_damaged`) with a warning, and the one before it is tried: a run never restarts from
-    scratch while an intact checkpoint exists, and the moved step number is free to be saved
-    again."""
-    directory = Path(directory)
-    damaged = directory.parent / f"{directory.name}_damaged"
+    """(manager, state, step) of the newest checkpoint in the manager's directory that
+    restores; (manager, None, None) when there is none. A damaged one (emptied metadata,
+    missing data files, an empty step folder) is moved to `../checkpoints_damaged/` (by the
+    process that has `move_damaged`) with a warning, and the one before it is tried: a run
+    never restarts from scratch while an intact checkpoint exists, and the moved step number
+    is free to be saved again."""
     manager = make_manager()
+    directory = Path(manager.directory)
+    damaged = directory.parent / f"{directory.name}_damaged"
     tried = []
     while True:
         steps = [s for s in sorted(manager.all_steps(), reverse=True) if s not in tried]

@@ -693,7 +693,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     # Checkpoints: resume from the newest intact one, if there are any.
     manager, state, latest = checkpoint.restore_latest_intact(
-        workdir / "checkpoints",
         functools.partial(checkpoint_manager, workdir, config),
         trainer.abstract_state,
         data_it,

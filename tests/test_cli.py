@@ -87,6 +87,24 @@ def test_every_documented_command_line_parses(tmp_path, monkeypatch):
             raise AssertionError(f"does not parse: {where}") from e
 
 
+def test_documented_pytest_lines_take_their_flags():
+    """The docs' inline `python -m pytest ...` lines (the CI's own command, in a code block, is
+    what .ci/run runs) name files that exist and flags that parse (`-n 0 -s`): collected in a
+    subprocess, not run."""
+    lines = {m for doc in DOCS for m in re.findall(r"`(python -m pytest [^`]+)`", doc.read_text())}
+    assert lines
+    for line in lines:
+        argv = [*shlex.split(line)[3:], "--collect-only", "-q"]
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", *argv],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, (line, proc.stdout[-2000:], proc.stderr[-2000:])
+
+
 def test_configs_by_name_are_the_files(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no configs/ here, as for an installed wheel
     by_path = config_base.load_config(str(ROOT / "configs" / "hyperprior.py") + ":quality=5")
